@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ramboot and its tests need (Debian 12, as root).
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+  echo "setup-system.sh: must run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  ca-certificates curl git \
+  qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf \
+  mmdebstrap debian-archive-keyring busybox-static cpio zstd xz-utils squashfs-tools \
+  dnsmasq-base tftp-hpa atftp iproute2 iptables \
+  openssh-client nginx-light

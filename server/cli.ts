@@ -1,0 +1,14 @@
+import { Command } from 'commander';
+import { registerServeCommand } from './serve-command.js';
+import { registerBuildCommand } from '../builder/cli.js';
+
+const program = new Command();
+program
+  .name('ramboot')
+  .description('Netboot machines into a RAM-only Linux whose disks can be rebuilt over SSH')
+  .showHelpAfterError();
+
+registerServeCommand(program);
+registerBuildCommand(program);
+
+await program.parseAsync(process.argv);
