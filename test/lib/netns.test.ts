@@ -1,0 +1,71 @@
+import t from 'tap';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requirements } from './requirements.js';
+import { ensureTestKernel } from './test-kernel.js';
+import { buildBusyboxInitrd, DEFAULT_INITRD_MARKER } from './busybox-initrd.js';
+import { startQemu } from './qemu.js';
+import { createNetns, type Netns } from './netns.js';
+
+// Self-test of netns.ts: in a namespace the test creates, QEMU's iPXE gets a DHCP lease from dnsmasq,
+// fetches its script over HTTP from a server running in the namespace, and boots a kernel from it.
+
+const MAC = '52:54:00:99:00:01';
+
+async function waitForHttp(ns: Netns, url: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await ns.run(['busybox', 'wget', '-q', '-O', '/dev/null', url], 10_000);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+t.test('iPXE in a test namespace: DHCP from dnsmasq, script + kernel over HTTP', async (t) => {
+  if (!requirements(t, ['root', 'qemu', 'dnsmasq', 'busybox', 'ip', 'tun', 'unshare', 'nsenter', 'setpriv', 'apt-get', 'dpkg'])) {
+    return;
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'ramboot-netns-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await copyFile(await ensureTestKernel(), join(dir, 'vmlinuz'));
+  await writeFile(join(dir, 'initrd.img'), buildBusyboxInitrd());
+
+  const ns = await createNetns(t, { name: 'selftest', dhcp: { boot: { ipxe: 'http://10.99.0.1:8080/boot.ipxe' } } });
+  const base = `http://${ns.address}:8080`;
+  await writeFile(
+    join(dir, 'boot.ipxe'),
+    [
+      '#!ipxe',
+      'echo RAMBOOT-NETNS-SCRIPT-OK ip=${net0/ip} mac=${net0/mac}',
+      `kernel ${base}/vmlinuz console=ttyS0,115200 panic=-1 netns.ip=\${net0/ip}`,
+      `initrd ${base}/initrd.img`,
+      'boot',
+      '',
+    ].join('\n'),
+  );
+  const httpd = ns.spawn('httpd', ['busybox', 'httpd', '-f', '-vv', '-p', `${ns.address}:8080`, '-h', dir]);
+  await waitForHttp(ns, `${base}/boot.ipxe`);
+
+  const vm = startQemu(t, {
+    name: 'qemu-netns-selftest',
+    wrap: ns.wrap,
+    nics: [{ type: 'tap', ifname: ns.tap, mac: MAC }],
+    memoryMiB: 512,
+  });
+  const s = await vm.waitFor(/RAMBOOT-NETNS-SCRIPT-OK ip=(\S+) mac=(\S+)/, { timeoutMs: 240_000 });
+  t.match(s[1] ?? '', /^10\.99\.0\.1\d\d$/, 'iPXE got an address from the dnsmasq range');
+  t.equal(s[2], MAC, 'NIC MAC as configured');
+  const m = await vm.waitFor(new RegExp(`${DEFAULT_INITRD_MARKER} cmdline=(.*)$`), { timeoutMs: 240_000 });
+  t.match(m[1] ?? '', new RegExp(`netns\\.ip=${(s[1] ?? '').replace(/\./g, '\\.')}( |$)`), 'kernel booted from the HTTP script');
+  await vm.waitForExit(120_000);
+
+  const dnsLog = ns.dnsmasq?.output() ?? '';
+  t.match(dnsLog, new RegExp(`DHCPACK\\(br0\\) ${(s[1] ?? '').replace(/\./g, '\\.')} ${MAC}`), 'dnsmasq logged the lease');
+  t.match(dnsLog, /tags: .*ipxe/, 'second DHCP request came from iPXE (user class tag)');
+  t.match(httpd.output(), /GET \/vmlinuz|vmlinuz/, 'httpd served the kernel');
+});
