@@ -1,0 +1,56 @@
+import type { Mac } from '../mac.js';
+import type { BootDecision } from './booter.js';
+import { renderTemplate } from './templates.js';
+
+export function bootstrapScript(publicUrl: string): string {
+  return renderTemplate('bootstrap', { publicUrl });
+}
+
+/** Placeholder for the session token in cached renders; replaced per request. */
+export const TOKEN_PLACEHOLDER = '@@RAMBOOT_SESSION_TOKEN@@';
+
+export function seedUrl(publicUrl: string, mac: Mac, token: string): string {
+  return `${publicUrl}/cloud-init/${mac}/${token}/`;
+}
+
+export interface ScriptContext {
+  mac: Mac;
+  hostname?: string;
+  publicUrl: string;
+  platform?: string;
+  kernelArgs: string;
+}
+
+/** The command line: image's own, the machine's extra args, then what ramboot manages. */
+export function kernelCmdline(d: Extract<BootDecision, { kind: 'ramboot' }>, ctx: ScriptContext, token: string): string {
+  const imageUrl = `${ctx.publicUrl}/images/${d.image.name}`;
+  const base = d.image.manifest.cmdline.replaceAll('@IMAGE_URL@', imageUrl).replaceAll('@PUBLIC_URL@', ctx.publicUrl);
+  const parts = [base, ctx.kernelArgs, `BOOTIF=01-${ctx.mac.replaceAll(':', '-')}`, `ds=nocloud-net;s=${seedUrl(ctx.publicUrl, ctx.mac, token)}`];
+  if (ctx.platform === 'efi') parts.push(...d.image.manifest.initrd.map((f) => `initrd=${f}`));
+  return parts.map((p) => p.trim()).filter(Boolean).join(' ');
+}
+
+/** Render the per-MAC script for a decision. `token` may be TOKEN_PLACEHOLDER for caching. */
+export function machineScript(d: BootDecision, ctx: ScriptContext, token: string): string {
+  switch (d.kind) {
+    case 'local':
+      return renderTemplate('local', { mac: ctx.mac, reason: d.reason });
+    case 'refuse':
+      return renderTemplate('message', { mac: ctx.mac, reason: d.reason.replaceAll('${', '$ {') });
+    case 'ramboot': {
+      const imageUrl = `${ctx.publicUrl}/images/${d.image.name}`;
+      const initrdLines = d.image.manifest.initrd
+        .map((f) => `initrd --name ${f} ${imageUrl}/${f} || goto failed`)
+        .join('\n');
+      return renderTemplate('ramboot', {
+        mac: ctx.mac,
+        hostname: ctx.hostname ? `(${ctx.hostname})` : '',
+        image: d.image.name,
+        mode: d.mode === 'once' ? 'once, then local disk' : 'every boot',
+        kernelUrl: `${imageUrl}/${d.image.manifest.kernel}`,
+        cmdline: kernelCmdline(d, ctx, token),
+        initrdLines,
+      });
+    }
+  }
+}

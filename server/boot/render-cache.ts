@@ -1,0 +1,42 @@
+import NodeCache from 'node-cache';
+
+/**
+ * Rendered iPXE scripts and user-data, keyed per MAC. Entries for a MAC are dropped whenever that
+ * machine changes (API or hand edit); everything is dropped when an image changes.
+ */
+export class RenderCache {
+  private cache = new NodeCache({ stdTTL: 600, checkperiod: 120, useClones: false, maxKeys: 100_000 });
+  private keysByMac = new Map<string, Set<string>>();
+
+  get(mac: string, key: string): string | undefined {
+    return this.cache.get<string>(`${mac}|${key}`);
+  }
+
+  set(mac: string, key: string, value: string): void {
+    const full = `${mac}|${key}`;
+    try {
+      this.cache.set(full, value);
+    } catch {
+      return; // cache full: rendering again is only slower
+    }
+    let keys = this.keysByMac.get(mac);
+    if (!keys) this.keysByMac.set(mac, (keys = new Set()));
+    keys.add(full);
+  }
+
+  invalidate(mac: string): void {
+    const keys = this.keysByMac.get(mac);
+    if (!keys) return;
+    this.cache.del([...keys]);
+    this.keysByMac.delete(mac);
+  }
+
+  flush(): void {
+    this.cache.flushAll();
+    this.keysByMac.clear();
+  }
+
+  close(): void {
+    this.cache.close();
+  }
+}

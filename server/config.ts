@@ -1,0 +1,211 @@
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { IMAGE_NAME_RE } from './images/manifest.js';
+import { describeZodError } from './machines/model.js';
+import { normalizeSshKey } from './machines/ssh-key.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** "ADDR:PORT", "[v6]:PORT" or ":PORT" (all addresses). */
+export function parseListen(value: string, what: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`${what}: "${value}" is not ADDR:PORT (e.g. 0.0.0.0:8080, [::]:8080, :8080)`);
+  const host = m[1] ?? (m[2] || '0.0.0.0');
+  return { host, port };
+}
+
+const listen = (what: string) =>
+  z.union([z.string(), z.object({ host: z.string(), port: z.number().int().min(0).max(65535) })]).transform((v, ctx) => {
+    if (typeof v !== 'string') return v;
+    try {
+      return parseListen(v, what);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const configSchema = z.strictObject({
+  dataDir: z.string().min(1).default('./var'),
+  httpListen: listen('httpListen').default({ host: '0.0.0.0', port: 8080 }),
+  /** What goes into scripts and kernel command lines; derived from httpListen when absent. */
+  publicUrl: z
+    .url({ protocol: /^https?$/, error: 'publicUrl must be an http:// or https:// URL' })
+    .transform((u) => u.replace(/\/+$/, ''))
+    .optional(),
+  apiTokenFile: z.string().min(1).optional(),
+  tftp: z
+    .strictObject({
+      enabled: z.boolean().optional(),
+      listen: listen('tftp.listen').optional(),
+      ipxeDir: z.string().min(1).default('/usr/lib/ipxe'),
+    })
+    .default({ ipxeDir: '/usr/lib/ipxe' }),
+  /** Lifetime of a boot session token (seconds). */
+  sessionTtlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600),
+  unknownMachines: z
+    .strictObject({
+      boot: z.enum(['local', 'ramboot']).default('local'),
+      image: z.string().regex(IMAGE_NAME_RE).default('default'),
+      /** Keys that may log in to machines nobody registered (only with boot: ramboot). */
+      sshKeys: z.array(z.string().transform((k, ctx) => {
+        try {
+          return normalizeSshKey(k);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+          return z.NEVER;
+        }
+      })).default([]),
+      /** Cap on recorded unknown MACs, so a flood of fake MACs cannot fill the disk. */
+      maxDiscovered: z.number().int().min(0).default(10000),
+    })
+    .default({ boot: 'local', image: 'default', sshKeys: [], maxDiscovered: 10000 }),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+type Parsed = z.output<typeof configSchema>;
+
+export interface Config extends Omit<Parsed, 'publicUrl' | 'tftp'> {
+  publicUrl: string;
+  /** True when publicUrl was not given and had to be guessed. */
+  publicUrlDerived: boolean;
+  tftp: { enabled: boolean; listen: ListenAddress; ipxeDir: string };
+}
+
+/** Flags as commander hands them over (all optional strings/booleans). */
+export interface ServeFlags {
+  config?: string;
+  dataDir?: string;
+  httpListen?: string;
+  publicUrl?: string;
+  apiTokenFile?: string;
+  tftpListen?: string;
+  tftp?: boolean; // commander's --no-tftp sets tftp=false
+  ipxeDir?: string;
+  unknownBoot?: string;
+  sessionTtl?: string;
+  logLevel?: string;
+}
+
+function firstExternalIPv4(): string | undefined {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return undefined;
+}
+
+export function derivePublicUrl(l: ListenAddress): string {
+  const wildcard = l.host === '0.0.0.0' || l.host === '::' || l.host === '';
+  const host = wildcard ? (firstExternalIPv4() ?? '127.0.0.1') : l.host;
+  const h = host.includes(':') ? `[${host}]` : host;
+  return `http://${h}:${l.port}`;
+}
+
+function setIfDefined(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  if (value === undefined) return;
+  let o = obj;
+  for (const k of path.slice(0, -1)) {
+    const next = o[k];
+    if (typeof next !== 'object' || next === null) o[k] = {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[path.at(-1)!] = value;
+}
+
+function int(value: string | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new ConfigError(`${what}: "${value}" is not a whole number`);
+  return Number(value);
+}
+
+/**
+ * Precedence: flags > environment (RAMBOOT_*) > YAML file (--config / RAMBOOT_CONFIG) > defaults.
+ * Throws ConfigError naming every problem.
+ */
+export function loadConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env, isRoot = process.getuid?.() === 0): Config {
+  const raw: Record<string, unknown> = {};
+  const file = flags.config ?? env['RAMBOOT_CONFIG'];
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`config file ${file}: ${(e as Error).message}`);
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (e) {
+      throw new ConfigError(`config file ${file} is not valid YAML: ${(e as Error).message}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${file}: top level must be a mapping`);
+      Object.assign(raw, doc);
+    }
+  }
+  const layer = (src: { [k: string]: string | boolean | undefined }, names: Record<string, string>) => ({
+    dataDir: src[names['dataDir']!],
+    httpListen: src[names['httpListen']!],
+    publicUrl: src[names['publicUrl']!],
+    apiTokenFile: src[names['apiTokenFile']!],
+    tftpListen: src[names['tftpListen']!],
+    ipxeDir: src[names['ipxeDir']!],
+    unknownBoot: src[names['unknownBoot']!],
+    sessionTtl: src[names['sessionTtl']!],
+    logLevel: src[names['logLevel']!],
+  });
+  const envLayer = layer(env, {
+    dataDir: 'RAMBOOT_DATA_DIR',
+    httpListen: 'RAMBOOT_HTTP_LISTEN',
+    publicUrl: 'RAMBOOT_PUBLIC_URL',
+    apiTokenFile: 'RAMBOOT_API_TOKEN_FILE',
+    tftpListen: 'RAMBOOT_TFTP_LISTEN',
+    ipxeDir: 'RAMBOOT_IPXE_DIR',
+    unknownBoot: 'RAMBOOT_UNKNOWN_BOOT',
+    sessionTtl: 'RAMBOOT_SESSION_TTL',
+    logLevel: 'RAMBOOT_LOG_LEVEL',
+  });
+  const flagLayer = { ...flags, sessionTtl: flags.sessionTtl, unknownBoot: flags.unknownBoot };
+  for (const l of [envLayer, flagLayer]) {
+    setIfDefined(raw, ['dataDir'], l.dataDir);
+    setIfDefined(raw, ['httpListen'], l.httpListen);
+    setIfDefined(raw, ['publicUrl'], l.publicUrl);
+    setIfDefined(raw, ['apiTokenFile'], l.apiTokenFile);
+    setIfDefined(raw, ['tftp', 'listen'], l.tftpListen);
+    setIfDefined(raw, ['tftp', 'ipxeDir'], l.ipxeDir);
+    setIfDefined(raw, ['unknownMachines', 'boot'], l.unknownBoot);
+    setIfDefined(raw, ['sessionTtlSeconds'], int(typeof l.sessionTtl === 'string' ? l.sessionTtl : undefined, 'session TTL'));
+    setIfDefined(raw, ['logLevel'], l.logLevel);
+  }
+  const envNoTftp = env['RAMBOOT_NO_TFTP'];
+  if (envNoTftp === '1' || envNoTftp === 'true') setIfDefined(raw, ['tftp', 'enabled'], false);
+  if (flags.tftp === false) setIfDefined(raw, ['tftp', 'enabled'], false);
+  else if (flags.tftpListen !== undefined) setIfDefined(raw, ['tftp', 'enabled'], true);
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(`invalid configuration: ${describeZodError(parsed.error)}`);
+  const c = parsed.data;
+  // TFTP: on port 69 when root; otherwise only when a listen address was given.
+  const tftpListen = c.tftp.listen ?? { host: c.httpListen.host, port: 69 };
+  const tftpEnabled = c.tftp.enabled ?? (c.tftp.listen !== undefined || isRoot);
+  return {
+    ...c,
+    dataDir: resolve(c.dataDir),
+    apiTokenFile: c.apiTokenFile ? resolve(c.apiTokenFile) : undefined,
+    publicUrl: c.publicUrl ?? derivePublicUrl(c.httpListen),
+    publicUrlDerived: c.publicUrl === undefined,
+    tftp: { enabled: tftpEnabled, listen: tftpListen, ipxeDir: resolve(c.tftp.ipxeDir) },
+  };
+}

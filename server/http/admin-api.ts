@@ -1,0 +1,97 @@
+import express, { Router, type Request, type Response } from 'express';
+import type { ZodType } from 'zod';
+import { parseMac, MacError, type Mac } from '../mac.js';
+import { knownHostsLines } from '../boot/host-keys.js';
+import { describeZodError, machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
+import { etagOf, type Registry } from '../registry.js';
+import { requireToken } from './auth.js';
+import { HttpError } from './http-error.js';
+
+export const BODY_LIMIT = '256kb';
+
+function macParam(req: Request): Mac {
+  const raw = req.params['mac'];
+  try {
+    return parseMac(typeof raw === 'string' ? raw : '');
+  } catch (e) {
+    throw new HttpError(400, e instanceof MacError ? e.message : 'bad MAC');
+  }
+}
+
+function validBody<T>(schema: ZodType<T>, req: Request): T {
+  if (!req.is('application/json')) throw new HttpError(415, 'request body must be JSON (Content-Type: application/json)');
+  const body: unknown = req.body;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'request body must be a JSON object');
+  const res = schema.safeParse(body);
+  if (!res.success) throw new HttpError(400, describeZodError(res.error));
+  return res.data;
+}
+
+function view(r: MachineRecord): Record<string, unknown> {
+  const { status, ...rest } = r;
+  const { usedSessions, ...pub } = status;
+  return { ...rest, status: { ...pub, bootSessionsCompleted: usedSessions.length } };
+}
+
+function sendMachine(res: Response, r: MachineRecord, code = 200): void {
+  res.status(code).set('ETag', etagOf(r)).json(view(r));
+}
+
+/** Admin API under /api/v1, Bearer token required. */
+export function adminRouter(registry: Registry, token: string): Router {
+  const r = Router();
+  r.use('/api', requireToken(token));
+  r.use('/api', express.json({ limit: BODY_LIMIT, strict: true }));
+
+  r.get('/api/v1/machines', (_req, res) => {
+    res.json({ machines: registry.store.list().map(view) });
+  });
+
+  r.get('/api/v1/machines/:mac', (req, res) => {
+    const mac = macParam(req);
+    const m = registry.store.get(mac);
+    if (!m) throw new HttpError(404, `machine ${mac} is not registered`);
+    sendMachine(res, m);
+  });
+
+  r.put('/api/v1/machines/:mac', async (req, res) => {
+    const mac = macParam(req);
+    const spec = validBody(machineSpecSchema, req);
+    const explicitImage = typeof (req.body as Record<string, unknown>)['image'] === 'string';
+    const { record, created } = await registry.put(mac, spec, explicitImage, req.get('if-match'));
+    sendMachine(res, record, created ? 201 : 200);
+  });
+
+  r.patch('/api/v1/machines/:mac', async (req, res) => {
+    const mac = macParam(req);
+    const patch = validBody(machinePatchSchema, req);
+    sendMachine(res, await registry.patch(mac, patch, req.get('if-match')));
+  });
+
+  r.delete('/api/v1/machines/:mac', async (req, res) => {
+    const mac = macParam(req);
+    await registry.remove(mac, req.get('if-match'));
+    res.status(204).end();
+  });
+
+  r.get('/api/v1/machines/:mac/events', async (req, res) => {
+    const mac = macParam(req);
+    if (!registry.store.get(mac)) throw new HttpError(404, `machine ${mac} is not registered`);
+    const limitRaw = typeof req.query['limit'] === 'string' ? req.query['limit'] : undefined;
+    if (limitRaw !== undefined && !/^\d{1,4}$/.test(limitRaw)) throw new HttpError(400, 'limit must be a number 0-9999');
+    res.json({ mac, events: await registry.events.list(mac, limitRaw ? Number(limitRaw) : undefined) });
+  });
+
+  r.get('/api/v1/machines/:mac/known_hosts', (req, res) => {
+    const mac = macParam(req);
+    const m = registry.store.get(mac);
+    if (!m) throw new HttpError(404, `machine ${mac} is not registered`);
+    const names = [m.status.ip, m.status.reportedHostname ?? m.hostname].filter((x): x is string => !!x);
+    res.type('text/plain; charset=utf-8').send(knownHostsLines(names, m.status.hostKeys));
+  });
+
+  r.use('/api', (_req, _res) => {
+    throw new HttpError(404, 'no such API endpoint');
+  });
+  return r;
+}

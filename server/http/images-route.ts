@@ -1,0 +1,45 @@
+import { Router } from 'express';
+import send from 'send';
+import type { Logger } from '../log.js';
+import type { ImageStore } from '../images/image-store.js';
+import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../images/manifest.js';
+
+/**
+ * GET|HEAD /images/{name}/{file}: only files listed in the image's manifest, found by name (never by
+ * a client-supplied path), with Content-Length, Range and a strong ETag (the file's sha256).
+ */
+export function imagesRouter(images: ImageStore, logger: Logger): Router {
+  const r = Router();
+  r.get('/images/:name/:file', async (req, res, next) => {
+    const { name, file } = req.params;
+    if (!IMAGE_NAME_RE.test(name) || !IMAGE_FILE_RE.test(file)) {
+      res.status(400).type('text/plain').send('bad image or file name\n');
+      return;
+    }
+    const found = await images.lookup(name);
+    if (!found.ok) {
+      res.status(404).type('text/plain').send(`no image "${name}"\n`);
+      return;
+    }
+    const entry = images.filePath(found.image, file);
+    if (!entry) {
+      res.status(404).type('text/plain').send(`image "${name}" has no file "${file}"\n`);
+      return;
+    }
+    res.setHeader('ETag', `"${entry.sha256}"`);
+    res.setHeader('Cache-Control', 'no-cache');
+    const started = Date.now();
+    const stream = send(req, entry.path, { etag: false, lastModified: false, dotfiles: 'deny', index: false });
+    stream.on('error', (err: Error & { status?: number }) => {
+      if (err.status === 404) {
+        logger.error({ event: 'images.file-missing', image: name, file, path: entry.path }, `image ${name} lists ${file} but it is missing on disk`);
+        res.status(404).type('text/plain').send(`image "${name}" file "${file}" is missing on the server\n`);
+      } else next(err);
+    });
+    stream.on('end', () => {
+      logger.debug({ event: 'images.sent', image: name, file, ms: Date.now() - started, client: req.ip }, 'image file sent');
+    });
+    stream.pipe(res);
+  });
+  return r;
+}

@@ -1,0 +1,190 @@
+import type { Logger } from './log.js';
+import type { Mac } from './mac.js';
+import type { EventLog, MachineEvent } from './events/event-log.js';
+import type { ImageStore } from './images/image-store.js';
+import { HttpError } from './http/http-error.js';
+import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './machines/model.js';
+import type { MachineStore } from './store/store.js';
+
+const USED_SESSIONS_KEPT = 32;
+
+export interface PhoneHomeReport {
+  sessionId: string;
+  hostKeys: string[];
+  hostname?: string;
+  ip?: string;
+}
+
+/** Machine registry operations shared by the admin API and the boot-time endpoints. */
+export class Registry {
+  constructor(
+    readonly store: MachineStore,
+    readonly events: EventLog,
+    private readonly images: ImageStore,
+    private readonly logger: Logger,
+    private readonly maxDiscovered: number,
+  ) {}
+
+  async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
+    try {
+      await this.events.append(mac, ev);
+    } catch (e) {
+      this.logger.error({ event: 'events.append-failed', mac, err: e }, 'could not record a machine event');
+    }
+  }
+
+  private checkIfMatch(cur: MachineRecord | undefined, ifMatch: string | undefined): void {
+    if (ifMatch === undefined || ifMatch === '*') {
+      if (ifMatch === '*' && !cur) throw new HttpError(412, 'If-Match: * but the machine does not exist');
+      return;
+    }
+    const want = ifMatch.split(',').map((s) => s.trim().replace(/^W\//, ''));
+    if (!cur || !want.includes(etagOf(cur))) {
+      throw new HttpError(412, `the machine changed since you read it (its ETag is now ${cur ? etagOf(cur) : 'none'}); GET it again`);
+    }
+  }
+
+  async put(mac: Mac, spec: MachineSpec, explicitImage: boolean, ifMatch?: string): Promise<{ record: MachineRecord; created: boolean }> {
+    if (explicitImage) await this.requireImage(spec.image);
+    let created = false;
+    const rec = await this.store.update(mac, (cur) => {
+      this.checkIfMatch(cur, ifMatch);
+      created = !cur;
+      const now = new Date().toISOString();
+      return machineRecordSchema.parse({
+        mac,
+        ...spec,
+        discovered: false,
+        createdAt: cur?.createdAt ?? now,
+        updatedAt: now,
+        revision: (cur?.revision ?? 0) + 1,
+        status: cur ? { ...cur.status, state: cur.status.state === 'discovered' ? 'registered' : cur.status.state } : undefined,
+      });
+    });
+    if (!rec) throw new Error('store lost the record it just wrote');
+    await this.event(mac, { event: created ? 'api.registered' : 'api.replaced', level: 'info', message: `machine ${created ? 'registered' : 'replaced'} (boot: ${rec.boot}, image: ${rec.image})` });
+    return { record: rec, created };
+  }
+
+  async patch(mac: Mac, patch: MachinePatch, ifMatch?: string): Promise<MachineRecord> {
+    if (patch.image !== undefined) await this.requireImage(patch.image);
+    const rec = await this.store.update(mac, (cur) => {
+      if (!cur) throw new HttpError(404, `machine ${mac} is not registered`);
+      this.checkIfMatch(cur, ifMatch);
+      const next: Record<string, unknown> = { ...cur };
+      for (const [k, v] of Object.entries(patch)) {
+        if (v === undefined) continue;
+        if (v === null) delete next[k];
+        else next[k] = v;
+      }
+      if (cur.discovered) {
+        next['discovered'] = false;
+        next['status'] = { ...cur.status, state: 'registered' };
+      }
+      next['updatedAt'] = new Date().toISOString();
+      next['revision'] = cur.revision + 1;
+      return machineRecordSchema.parse(next);
+    });
+    if (!rec) throw new Error('store lost the record it just wrote');
+    await this.event(mac, { event: 'api.updated', level: 'info', message: `machine updated: ${Object.keys(patch).join(', ') || 'no fields'}` });
+    return rec;
+  }
+
+  async remove(mac: Mac, ifMatch?: string): Promise<void> {
+    let existed = false;
+    await this.store.update(mac, (cur) => {
+      if (!cur) return undefined;
+      this.checkIfMatch(cur, ifMatch);
+      existed = true;
+      return null;
+    });
+    if (!existed) throw new HttpError(404, `machine ${mac} is not registered`);
+    await this.events.remove(mac);
+  }
+
+  private async requireImage(name: string): Promise<void> {
+    const found = await this.images.lookup(name);
+    if (!found.ok) throw new HttpError(400, `image: ${found.reason}`);
+  }
+
+  /** Record an unknown MAC that asked to boot. Returns the record, or undefined when over the cap. */
+  async discover(mac: Mac, facts: Record<string, unknown>): Promise<MachineRecord | undefined> {
+    if (this.store.count() >= this.maxDiscovered + this.countRegistered()) {
+      this.logger.warn({ event: 'machine.discover-capped', mac, max: this.maxDiscovered }, 'too many discovered machines; not recording this one');
+      return undefined;
+    }
+    let created = false;
+    const rec = await this.store.update(mac, (cur) => {
+      if (cur) return undefined;
+      created = true;
+      return machineRecordSchema.parse({ mac, sshKeys: [], boot: 'local', discovered: true, status: { state: 'discovered' } });
+    });
+    if (created) {
+      this.logger.info({ event: 'machine.discovered', mac, facts }, `unknown machine ${mac} asked to boot; recorded as discovered`);
+      await this.event(mac, { event: 'machine.discovered', level: 'info', message: 'unknown machine asked to boot', data: facts });
+    }
+    return rec;
+  }
+
+  private countRegistered(): number {
+    let n = 0;
+    for (const r of this.store.list()) if (!r.discovered) n++;
+    return n;
+  }
+
+  /**
+   * The booted OS reports in. First phone-home of a session wins: stores host keys, marks the
+   * machine ready and flips `once` to `local`. Later ones are refused and recorded as warnings.
+   */
+  async phoneHome(mac: Mac, report: PhoneHomeReport): Promise<'accepted' | 'duplicate' | 'unknown'> {
+    let outcome = 'unknown' as 'accepted' | 'duplicate' | 'unknown';
+    let flipped = false;
+    await this.store.update(mac, (cur) => {
+      if (!cur) return undefined;
+      if (cur.status.usedSessions.includes(report.sessionId)) {
+        outcome = 'duplicate';
+        return undefined;
+      }
+      outcome = 'accepted';
+      flipped = cur.boot === 'once';
+      const now = new Date().toISOString();
+      return machineRecordSchema.parse({
+        ...cur,
+        boot: flipped ? 'local' : cur.boot,
+        updatedAt: now,
+        revision: cur.revision + 1,
+        status: {
+          ...cur.status,
+          state: 'ready',
+          readyAt: now,
+          ip: report.ip,
+          reportedHostname: report.hostname,
+          hostKeys: report.hostKeys,
+          usedSessions: [...cur.status.usedSessions, report.sessionId].slice(-USED_SESSIONS_KEPT),
+        },
+      });
+    });
+    if (outcome === 'accepted') {
+      await this.event(mac, {
+        event: 'phone-home.ready',
+        level: 'info',
+        message: `OS is up${report.ip ? ` at ${report.ip}` : ''} with ${report.hostKeys.length} host key(s)${flipped ? '; boot switched from once to local' : ''}`,
+        data: { ip: report.ip, hostname: report.hostname, session: report.sessionId.slice(0, 8) },
+      });
+      this.logger.info({ event: 'phone-home.ready', mac, ip: report.ip, flippedToLocal: flipped }, `machine ${mac} reported ready`);
+    } else if (outcome === 'duplicate') {
+      await this.event(mac, {
+        event: 'phone-home.duplicate',
+        level: 'warning',
+        message: `a second phone-home for an already used boot session was refused${report.ip ? ` (from ${report.ip})` : ''}`,
+        data: { ip: report.ip, session: report.sessionId.slice(0, 8) },
+      });
+      this.logger.warn({ event: 'phone-home.duplicate', mac, ip: report.ip }, `refused a second phone-home for machine ${mac}`);
+    }
+    return outcome;
+  }
+}
+
+export function etagOf(r: MachineRecord): string {
+  return `"r${r.revision}"`;
+}

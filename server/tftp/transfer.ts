@@ -1,0 +1,169 @@
+/**
+ * One read transfer: sends `data` to a client over a socket already connected to the client's TID.
+ * Lock-step windows (RFC 7440; windowsize 1 is plain RFC 1350). An ACK that advances the window sends
+ * the next window at once; a duplicate or stale ACK is ignored (no Sorcerer's Apprentice storm); a lost
+ * window is resent after an adaptive retransmission timeout (RFC 6298 style, Karn's rule, backoff).
+ */
+import type { Socket } from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import { encodeDataHeader, parseAck, parseError, OP_ERROR } from './packet.js';
+
+export interface RtoConfig {
+  initialMs: number;
+  minMs: number;
+  maxMs: number;
+}
+
+export interface TransferConfig {
+  socket: Socket;
+  data: Buffer;
+  blksize: number;
+  windowsize: number;
+  /** Sent first and acknowledged with ACK 0 when options were negotiated. */
+  oack: Buffer | null;
+  rto: RtoConfig;
+  /** Give up when no ACK has advanced the transfer for this long. */
+  giveUpMs: number;
+  onDone: (result: TransferResult) => void;
+}
+
+export interface TransferResult {
+  outcome: 'ok' | 'error' | 'timeout';
+  error?: string;
+  /** Bytes the client acknowledged. */
+  bytes: number;
+  retransmits: number;
+}
+
+export class Transfer {
+  private readonly cfg: TransferConfig;
+  private readonly lastBlock: number;
+  /** Highest absolute block number the client acknowledged (0 = OACK or nothing yet). */
+  private base = 0;
+  /** Highest absolute block number sent in the current window. */
+  private sentHigh = 0;
+  private retransmits = 0;
+  private windowSentAt = 0;
+  private windowRetransmitted = false;
+  private lastProgress = performance.now();
+  private srtt = -1;
+  private rttvar = 0;
+  private rto: number;
+  private timer: NodeJS.Timeout | null = null;
+  private done = false;
+  private readonly onTimeout = (): void => this.timeout();
+
+  constructor(cfg: TransferConfig) {
+    this.cfg = cfg;
+    this.lastBlock = Math.floor(cfg.data.length / cfg.blksize) + 1;
+    this.rto = cfg.rto.initialMs;
+  }
+
+  start(): void {
+    this.cfg.socket.on('message', (msg: Buffer) => this.onMessage(msg));
+    this.cfg.socket.on('error', (err: Error) => this.finish({ outcome: 'error', error: `socket: ${err.message}` }));
+    this.transmit();
+  }
+
+  /** The client repeated its request: the first reply was lost, resend it now (only before any ACK). */
+  onRepeatedRequest(): void {
+    if (this.done || this.base !== 0) return;
+    this.windowRetransmitted = true;
+    this.retransmits++;
+    this.transmit();
+  }
+
+  abort(reason: string): void {
+    this.finish({ outcome: 'error', error: reason });
+  }
+
+  private transmit(): void {
+    const { socket, oack } = this.cfg;
+    this.windowSentAt = performance.now();
+    if (this.base === 0 && oack) {
+      this.sentHigh = 0;
+      socket.send(oack);
+    } else {
+      this.sendWindow();
+    }
+    this.arm();
+  }
+
+  private sendWindow(): void {
+    const { socket, data, blksize, windowsize } = this.cfg;
+    const high = Math.min(this.base + windowsize, this.lastBlock);
+    for (let b = this.base + 1; b <= high; b++) {
+      const off = (b - 1) * blksize;
+      socket.send([encodeDataHeader(b), data.subarray(off, Math.min(off + blksize, data.length))]);
+    }
+    this.sentHigh = high;
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimeout, Math.round(this.rto));
+  }
+
+  private onMessage(msg: Buffer): void {
+    if (this.done) return;
+    const ack = parseAck(msg);
+    if (ack === null) {
+      if (msg.length >= 2 && msg.readUInt16BE(0) === OP_ERROR) {
+        const err = parseError(msg);
+        this.finish({ outcome: 'error', error: `client error ${err?.code ?? '?'}: ${err?.message ?? ''}` });
+      }
+      return; // anything else from the client's TID is ignored
+    }
+    // Map the 16-bit block number (it rolls over to 0) onto the window in flight.
+    const delta = (ack - (this.base & 0xffff)) & 0xffff;
+    const abs = this.base + delta;
+    if (delta === 0 || abs > this.sentHigh) return; // duplicate or stale ACK: never triggers a resend
+    const now = performance.now();
+    if (abs === this.sentHigh && !this.windowRetransmitted) this.sampleRtt(now - this.windowSentAt);
+    this.base = abs;
+    this.lastProgress = now;
+    this.windowRetransmitted = false;
+    if (this.base >= this.lastBlock) {
+      this.finish({ outcome: 'ok' });
+      return;
+    }
+    if (abs < this.sentHigh) this.retransmits += this.sentHigh - abs; // client saw a gap
+    this.transmit();
+  }
+
+  private sampleRtt(sample: number): void {
+    if (this.srtt < 0) {
+      this.srtt = sample;
+      this.rttvar = sample / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - sample);
+      this.srtt = 0.875 * this.srtt + 0.125 * sample;
+    }
+    const { minMs, maxMs } = this.cfg.rto;
+    this.rto = Math.min(maxMs, Math.max(minMs, this.srtt + 4 * this.rttvar));
+  }
+
+  private timeout(): void {
+    this.timer = null;
+    if (this.done) return;
+    if (performance.now() - this.lastProgress >= this.cfg.giveUpMs) {
+      this.finish({ outcome: 'timeout', error: `no ACK for ${this.cfg.giveUpMs} ms` });
+      return;
+    }
+    this.rto = Math.min(this.rto * 2, this.cfg.rto.maxMs);
+    this.retransmits += Math.max(1, this.sentHigh - this.base);
+    this.windowRetransmitted = true;
+    this.transmit();
+  }
+
+  private finish(r: { outcome: TransferResult['outcome']; error?: string }): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const bytes = r.outcome === 'ok' ? this.cfg.data.length : Math.min(this.base * this.cfg.blksize, this.cfg.data.length);
+    const result: TransferResult = { outcome: r.outcome, bytes, retransmits: this.retransmits };
+    if (r.error !== undefined) result.error = r.error;
+    this.cfg.onDone(result);
+  }
+}
