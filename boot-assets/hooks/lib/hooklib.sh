@@ -8,8 +8,9 @@
 
 set -eu
 
-HOOK_NAME=$(basename -- "$0")
-HOOKS_DIR=$(dirname -- "$(realpath -- "$0")")
+HOOK_NAME=${0##*/}
+HOOKS_DIR=$(realpath -- "$0")
+HOOKS_DIR=${HOOKS_DIR%/*}
 # shellcheck disable=SC2034 # used by the hooks that source this file
 HOOK_FILES="$HOOKS_DIR/files"
 
@@ -42,25 +43,19 @@ inside() {
   case $1 in
     */../* | */.. | */./* | */.) die "internal: path must be normalised: '$1'" ;;
   esac
-  _parent=$(realpath -m -- "$ROOT$(dirname -- "$1")")
+  _parent=$(realpath -m -- "$ROOT${1%/*}")
   case $_parent in
     "$ROOT" | "$ROOT"/*) ;;
     *) die "refusing to write $1: its directory resolves outside the root ($_parent)" ;;
   esac
 }
 
-# mkdir_in REL: create directory REL (and parents) inside ROOT.
-mkdir_in() {
-  inside "$1/x"
-  mkdir -p -- "$ROOT$1"
-}
-
 # write_file MODE REL: write stdin to REL with MODE, only if content or mode differ.
 write_file() {
   _mode=$1 _rel=$2
   inside "$_rel"
-  _dir=$(dirname -- "$ROOT$_rel")
-  mkdir -p -- "$_dir"
+  _dir=$ROOT${_rel%/*}
+  [ -d "$_dir" ] || mkdir -p -- "$_dir"
   _tmp=$(mktemp "$_dir/.ramboot-hook.XXXXXX")
   cat >"$_tmp"
   chmod "$_mode" "$_tmp"
@@ -69,7 +64,7 @@ write_file() {
     chown --reference="$ROOT$_rel" -- "$_tmp"
   fi
   if [ -f "$ROOT$_rel" ] && [ ! -L "$ROOT$_rel" ] && cmp -s -- "$_tmp" "$ROOT$_rel" &&
-    [ "$(stat -c %a -- "$ROOT$_rel")" = "$(stat -c %a -- "$_tmp")" ]; then
+    [ "$(stat -c %a -- "$ROOT$_rel")" = "${_mode#0}" ]; then
     rm -f -- "$_tmp"
     return 0
   fi
@@ -86,7 +81,7 @@ copy_file() {
 # symlink TARGET REL: make REL a symlink to TARGET (TARGET is interpreted inside the booted OS).
 symlink() {
   inside "$2"
-  mkdir -p -- "$(dirname -- "$ROOT$2")"
+  [ -d "$ROOT${2%/*}" ] || mkdir -p -- "$ROOT${2%/*}"
   if [ -L "$ROOT$2" ] && [ "$(readlink -- "$ROOT$2")" = "$1" ]; then
     return 0
   fi
