@@ -1,0 +1,206 @@
+import { mkdir, mkdtemp, rm, rename, readFile, writeFile, copyFile, statfs, stat, access, lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../server/log.js';
+import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
+import type { BuildOptions } from './options.js';
+import { packagesFor } from './packages.js';
+import { debootstrap, BuildError } from './mmdebstrap.js';
+import { installKernel, initrdModules } from './kernel.js';
+import { assembleInitrd, sha256File } from './initrd.js';
+import { checkRootSafe } from './essentials.js';
+import { runHooks } from './hooks.js';
+import { runOk } from './run.js';
+
+export { BuildError };
+
+/** Free space a build needs in the data dir (root tree, squashfs, initrd, cache growth). */
+export const MIN_FREE_BYTES = 3 * 1024 ** 3;
+export const DEFAULT_CMDLINE = 'console=tty0 console=ttyS0,115200n8 ramboot.root=overlay';
+const HOST_TOOLS = ['mmdebstrap', 'mksquashfs', 'dpkg-deb', 'chroot'];
+
+export interface BuildResult {
+  imageDir: string;
+  manifest: ImageManifest;
+  seconds: number;
+}
+
+async function which(tool: string): Promise<boolean> {
+  for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+    try {
+      await access(join(dir, tool));
+      return true;
+    } catch { /* next */ }
+  }
+  return false;
+}
+
+/** Quick checks before the long part: root, tools, space, mirror and suite. */
+export async function preflight(o: BuildOptions): Promise<void> {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new BuildError('not-root', 'ramboot build must run as root (mmdebstrap root mode, chroot and device nodes need it): run it with sudo');
+  }
+  const missing: string[] = [];
+  for (const t of HOST_TOOLS) if (!(await which(t))) missing.push(t);
+  if (missing.length) throw new BuildError('missing-tool', `missing host tools: ${missing.join(', ')} (run scripts/setup-system.sh)`);
+  await mkdir(o.dataDir, { recursive: true });
+  const fs = await statfs(o.dataDir);
+  const free = fs.bavail * fs.bsize;
+  if (free < MIN_FREE_BYTES) {
+    throw new BuildError('no-space', `no space left for a build in ${o.dataDir}: ${Math.floor(free / 1048576)} MiB free, need ${MIN_FREE_BYTES / 1048576} MiB`);
+  }
+  let res: Response;
+  const url = `${o.mirror}/dists/${o.suite}/InRelease`;
+  try {
+    res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(20_000), redirect: 'follow' });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new BuildError('mirror-unreachable', `mirror unreachable: ${o.mirror} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
+  }
+  if (res.status === 404) throw new BuildError('unknown-suite', `unknown suite "${o.suite}" on mirror ${o.mirror} (${url}: 404)`);
+  if (!res.ok) throw new BuildError('mirror-unreachable', `mirror ${o.mirror} answered ${res.status} for ${url}`);
+}
+
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (d: string): Promise<void> => {
+    for (const n of await readdir(d)) {
+      const p = join(d, n);
+      const st = await lstat(p);
+      if (st.isDirectory()) await walk(p);
+      else total += st.isFile() ? st.size : 0;
+    }
+  };
+  await walk(dir);
+  return total;
+}
+
+/** Removes what must not ship and what only the build needed. */
+async function cleanRoot(root: string): Promise<void> {
+  for (const d of ['var/lib/apt/lists', 'var/cache/apt', 'var/log', 'tmp', 'var/tmp', 'var/cache/debconf']) {
+    const p = join(root, d);
+    for (const n of await readdir(p).catch(() => [] as string[])) {
+      if (d === 'var/lib/apt/lists' && n === 'partial') continue;
+      await rm(join(p, n), { recursive: true, force: true });
+    }
+  }
+}
+
+function parsePackages(tsv: string): Array<{ name: string; version: string }> {
+  return tsv.split('\n').filter((l) => l.includes('\t')).map((l) => {
+    const [name = '', version = ''] = l.split('\t');
+    return { name, version };
+  }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** `ramboot build`: root with mmdebstrap, kernel, hooks, initrd, manifest, then an atomic swap. */
+export async function build(o: BuildOptions, logger: Logger): Promise<BuildResult> {
+  const started = Date.now();
+  await preflight(o);
+  const imagesDir = join(o.dataDir, 'images');
+  const cacheDir = join(o.dataDir, 'cache', 'apt');
+  const buildsDir = join(o.dataDir, 'build');
+  await mkdir(imagesDir, { recursive: true });
+  await mkdir(cacheDir, { recursive: true });
+  await mkdir(buildsDir, { recursive: true });
+  const work = await mkdtemp(join(buildsDir, `${o.name}-`));
+  const staging = await mkdtemp(join(imagesDir, `.${o.name}.tmp-`));
+  const root = join(work, 'root');
+  const out = join(work, 'out');
+  const packages = packagesFor(o.flavour, o.include);
+  logger.info({ event: 'build.start', name: o.name, flavour: o.flavour, suite: o.suite, mirror: o.mirror, work });
+  try {
+    await mkdir(out, { recursive: true });
+    await debootstrap({
+      suite: o.suite, mirror: o.mirror, packages, rootDir: root, cacheDir, outDir: out,
+      sourceDateEpoch: o.sourceDateEpoch, logger,
+    });
+    logger.info({ event: 'build.step', step: 'kernel' });
+    const kernel = await installKernel(join(out, 'kernel.deb'), work, root);
+    logger.info({ event: 'build.step', step: 'hooks' });
+    await runHooks(root, {
+      logger,
+      env: { RAMBOOT_FLAVOUR: o.flavour, RAMBOOT_IMAGE: o.name, SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) },
+      onProgress: (hook, i, n) => logger.info({ event: 'build.hook', hook, index: i, total: n }),
+    });
+    await checkRootSafe(root);
+    await cleanRoot(root);
+    const rootBytes = await treeBytes(root);
+    logger.info({ event: 'build.step', step: 'initrd', rootMiB: Math.round(rootBytes / 1048576) });
+    await runOk('dpkg-deb', ['-x', join(out, 'busybox.deb'), join(work, 'busybox')]);
+    const initrd = await assembleInitrd({
+      rootDir: root,
+      busybox: join(work, 'busybox', 'bin', 'busybox'),
+      modules: await initrdModules(root, kernel.version),
+      imageName: o.name,
+      rootBytes,
+      epoch: o.sourceDateEpoch,
+      squashfsFile: join(work, 'root.squashfs'),
+      outFile: join(staging, 'initrd.img'),
+    });
+    await copyFile(kernel.vmlinuz, join(staging, 'vmlinuz'));
+    const vmlinuzStat = await stat(join(staging, 'vmlinuz'));
+    const [kpkg = '', kver = ''] = (await readFile(join(out, 'kernel.txt'), 'utf8')).trim().split(' ');
+    const manifest = manifestSchema.parse({
+      schema: 1,
+      name: o.name,
+      createdAt: new Date(o.sourceDateEpoch * 1000).toISOString(),
+      kernelVersion: kernel.version,
+      kernel: 'vmlinuz',
+      initrd: ['initrd.img'],
+      files: {
+        vmlinuz: { sha256: await sha256File(join(staging, 'vmlinuz')), size: vmlinuzStat.size },
+        'initrd.img': { sha256: initrd.sha256, size: initrd.size },
+      },
+      cmdline: DEFAULT_CMDLINE,
+      minRamMiB: initrd.ram.minRamMiB,
+      packages: [...parsePackages(await readFile(join(out, 'packages.tsv'), 'utf8')), { name: kpkg, version: kver }],
+      build: {
+        design: 'squashfs-in-initrd',
+        rootModes: { overlay: 'default: squashfs kept in RAM under a tmpfs overlay', copy: 'ramboot.root=copy: whole root copied into a tmpfs' },
+        minRamMiBCopy: Math.ceil(initrd.ram.minMemTotalKiBCopy / 1024) + 48,
+        flavour: o.flavour,
+        suite: o.suite,
+        mirror: o.mirror,
+        include: o.include,
+        sourceDateEpoch: o.sourceDateEpoch,
+        mmdebstrap: { mode: 'root', variant: 'minbase', mergedUsr: 'hook' },
+        kernelPackage: `${kpkg}=${kver}`,
+        rootBytes,
+        rootSquashfs: { size: initrd.squashfsSize, sha256: initrd.squashfsSha256 },
+      },
+    });
+    await writeFile(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    // Swap: the previous image stays whole until the new one is complete.
+    const final = join(imagesDir, o.name);
+    const old = `${staging}.old`;
+    let hadOld = false;
+    try {
+      await rename(final, old);
+      hadOld = true;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+    }
+    try {
+      await rename(staging, final);
+    } catch (err) {
+      if (hadOld) await rename(old, final);
+      throw err;
+    }
+    if (hadOld) await rm(old, { recursive: true, force: true });
+    const seconds = Math.round((Date.now() - started) / 100) / 10;
+    logger.info({
+      event: 'build.done', name: o.name, imageDir: final, seconds, kernelVersion: kernel.version,
+      initrdMiB: Math.round(initrd.size / 104857.6) / 10, minRamMiB: manifest.minRamMiB,
+    });
+    return { imageDir: final, manifest, seconds };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOSPC' || /No space left on device/.test(String(e.message))) {
+      throw new BuildError('no-space', `no space left on device while building in ${o.dataDir}: ${e.message}`);
+    }
+    throw err;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  }
+}
