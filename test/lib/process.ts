@@ -29,6 +29,11 @@ export interface WaitOptions {
   failOn?: RegExp | null;
   /** Scan from the first captured line instead of after the previous successful match. */
   fromStart?: boolean;
+  /**
+   * Also test the unterminated last line (for prompts printed without a newline). Off by default: a
+   * line still arriving could match a prefix of itself (`mac=(\S+)` matching "mac=52").
+   */
+  partialLines?: boolean;
 }
 
 export interface ExitInfo {
@@ -40,6 +45,7 @@ export interface ExitInfo {
 interface Waiter {
   re: RegExp;
   failOn: RegExp | null;
+  partial: boolean;
   next: number;
   resolve: (m: RegExpMatchArray) => void;
   reject: (e: Error) => void;
@@ -154,6 +160,7 @@ export class ManagedProcess {
       const w: Waiter = {
         re: new RegExp(re.source, re.flags.replace('g', '')),
         failOn: opts.failOn ? new RegExp(opts.failOn.source, opts.failOn.flags.replace('g', '')) : null,
+        partial: opts.partialLines ?? false,
         next: opts.fromStart ? this.dropped : Math.max(this.cursor, this.dropped),
         resolve,
         reject,
@@ -232,15 +239,17 @@ export class ManagedProcess {
       const line = this.lines[w.next - this.dropped] ?? '';
       if (this.testLine(w, line, w.next + 1)) return;
     }
+    // Unterminated lines: fail-fast patterns always (e.g. "No bootable device." sits there for 60 s),
+    // the wanted pattern only when asked.
     for (const k of ['stdout', 'stderr'] as const) {
       const p = this.partial[k];
-      if (p !== '' && this.testLine(w, cleanConsoleText(p), total + 1)) return;
+      if (p !== '' && this.testLine(w, cleanConsoleText(p), total + 1, w.partial)) return;
     }
   }
 
   /** True when the waiter is settled. */
-  private testLine(w: Waiter, line: string, cursorAfter: number): boolean {
-    const m = line.match(w.re);
+  private testLine(w: Waiter, line: string, cursorAfter: number, matchWanted = true): boolean {
+    const m = matchWanted ? line.match(w.re) : null;
     if (m) {
       this.settle(w);
       this.cursor = cursorAfter;

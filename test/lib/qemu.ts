@@ -214,6 +214,7 @@ export class Qemu {
       timeoutMs: opts.timeoutMs ?? 180_000,
       failOn: opts.failOn === undefined ? this.failOn : opts.failOn,
       fromStart: opts.fromStart ?? false,
+      partialLines: opts.partialLines ?? false,
     });
   }
 
