@@ -45,27 +45,27 @@ function load(   line, k, v, p) {
     if (k == "DEVNAME" || !open_block) { nd++; open_block = 1 }
     if (k == "MOUNTPOINT") { if (!(v in mp)) { mp[v] = nd; nmp++; mplist[nmp] = v } ; continue }
     if (k == "ALIAS") { alias[v] = nd; continue }
-    dev[nd, k] = v                   # original case: vfat UUIDs are upper case on disk
+    dev[nd, k] = v                   # case kept and compared exactly, as mount(8) does
     if (k == "DEVNAME") byname[v] = nd
-    else if (k == "UUID") byuuid[tolower(v)] = nd
+    else if (k == "UUID") byuuid[v] = nd
     else if (k == "LABEL") bylabel[v] = nd
-    else if (k == "PARTUUID") bypartuuid[tolower(v)] = nd
+    else if (k == "PARTUUID") bypartuuid[v] = nd
     else if (k == "PARTLABEL") bypartlabel[v] = nd
   }
   close(devices)
 }
 function lookup(spec,   s, v) {      # device index for an fstab spec, 0 if gone
   s = unoctal(spec)
-  if (s ~ /^UUID=/) { v = tolower(substr(s, 6)); return (v in byuuid) ? byuuid[v] : 0 }
+  if (s ~ /^UUID=/) { v = substr(s, 6); return (v in byuuid) ? byuuid[v] : 0 }
   if (s ~ /^LABEL=/) { v = substr(s, 7); return (v in bylabel) ? bylabel[v] : 0 }
-  if (s ~ /^PARTUUID=/) { v = tolower(substr(s, 10)); return (v in bypartuuid) ? bypartuuid[v] : 0 }
+  if (s ~ /^PARTUUID=/) { v = substr(s, 10); return (v in bypartuuid) ? bypartuuid[v] : 0 }
   if (s ~ /^PARTLABEL=/) { v = substr(s, 11); return (v in bypartlabel) ? bypartlabel[v] : 0 }
   if (s in byname) return byname[s]
   if (s in alias) return alias[s]
-  if (s ~ /^\/dev\/disk\/by-uuid\//) { v = tolower(unhex(substr(s, 18))); return (v in byuuid) ? byuuid[v] : 0 }
-  if (s ~ /^\/dev\/disk\/by-label\//) { v = unhex(substr(s, 19)); return (v in bylabel) ? bylabel[v] : 0 }
-  if (s ~ /^\/dev\/disk\/by-partuuid\//) { v = tolower(substr(s, 22)); return (v in bypartuuid) ? bypartuuid[v] : 0 }
-  if (s ~ /^\/dev\/disk\/by-partlabel\//) { v = unhex(substr(s, 23)); return (v in bypartlabel) ? bypartlabel[v] : 0 }
+  if (s ~ /^\/dev\/disk\/by-uuid\//) { v = unhex(substr(s, 19)); return (v in byuuid) ? byuuid[v] : 0 }
+  if (s ~ /^\/dev\/disk\/by-label\//) { v = unhex(substr(s, 20)); return (v in bylabel) ? bylabel[v] : 0 }
+  if (s ~ /^\/dev\/disk\/by-partuuid\//) { v = substr(s, 23); return (v in bypartuuid) ? bypartuuid[v] : 0 }
+  if (s ~ /^\/dev\/disk\/by-partlabel\//) { v = unhex(substr(s, 24)); return (v in bypartlabel) ? bypartlabel[v] : 0 }
   return 0
 }
 function ref(d) {                    # how a new entry names device d
