@@ -77,6 +77,23 @@ t.test('iPXE boots a registered machine (ramboot), then stops booting it once sw
     await commentEvents(t, srv);
   });
 
+  await t.test('boot: ramboot on UEFI (OVMF + the NIC\'s iPXE EFI ROM) -> initrd= on the cmdline', async (t) => {
+    if (!requirements(t, ['ovmf'])) return;
+    const vm = startQemu(t, {
+      name: 'boot-ipxe-ramboot-uefi',
+      firmware: 'uefi',
+      memoryMiB: 512,
+      // OVMF ignores -boot n: the NIC needs a bootindex
+      nics: [{ type: 'user', mac: MAC, bootindex: 1, bootfile: `${publicUrl}/boot.ipxe` }],
+    });
+    const m = await vm.waitFor(MARKER_RE, { timeoutMs: 300_000 });
+    const cmdline = m[1] ?? '';
+    t.comment(`guest /proc/cmdline: ${cmdline}`);
+    t.match(cmdline, new RegExp(`ds=nocloud-net;s=${esc(publicUrl)}/cloud-init/${esc(MAC)}/`), 'per-MAC NoCloud seed on the cmdline');
+    t.match(cmdline, /(^| )initrd=initrd\.img( |$)/, 'EFI boot names the initrd on the kernel line');
+    await vm.waitForExit(120_000);
+  });
+
   await t.test('boot: local -> iPXE exits, the BIOS moves on, no kernel', async (t) => {
     const res = await srv.api('PATCH', `/api/v1/machines/${MAC}`, { boot: 'local' });
     t.equal(res.status, 200, `PATCH boot=local -> ${res.status} ${res.text.slice(0, 300)}`);
