@@ -9,6 +9,8 @@ export interface NegotiationLimits {
   maxBlksize: number;
   /** Largest windowsize we agree to. */
   maxWindowsize: number;
+  /** Largest burst (windowsize * blksize) we agree to: bigger bursts overflow client socket buffers. */
+  maxWindowBytes: number;
 }
 
 export interface Negotiated {
@@ -51,12 +53,14 @@ export function negotiate(requested: ReadonlyMap<string, string>, size: number, 
       case 'windowsize': {
         if (n < 1 || n > 65535) break;
         out.windowsize = Math.min(n, limits.maxWindowsize);
-        out.oack.push([name, String(out.windowsize)]);
+        out.oack.push([name, '']); // value filled in below, once blksize is known
         break;
       }
       default:
         break;
     }
   }
+  out.windowsize = Math.max(1, Math.min(out.windowsize, Math.floor(limits.maxWindowBytes / out.blksize)));
+  for (const o of out.oack) if (o[0] === 'windowsize') o[1] = String(out.windowsize);
   return out;
 }

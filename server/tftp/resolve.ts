@@ -5,7 +5,7 @@
  * (symlinks resolved) must still lie inside the root, or inside one of `symlinkRoots`.
  */
 import { constants } from 'node:fs';
-import { open, realpath } from 'node:fs/promises';
+import { open, realpath, type FileHandle } from 'node:fs/promises';
 import { sep } from 'node:path';
 import { ERR_ACCESS, ERR_NOT_FOUND } from './packet.js';
 
@@ -31,12 +31,16 @@ function inside(path: string, dir: string): boolean {
 
 export interface OpenedFile {
   realPath: string;
-  data: Buffer;
+  handle: FileHandle;
+  size: number;
 }
 
 export type OpenResult = { ok: true; file: OpenedFile } | { ok: false; code: number; reason: string };
 
-/** `root` and `symlinkRoots` must already be real paths (see `startTftpServer`). */
+/**
+ * Opens a served file read-only. `root` and `symlinkRoots` must already be real paths. On success the
+ * caller owns (and must close) the handle.
+ */
 export async function openServedFile(root: string, symlinkRoots: readonly string[], name: string): Promise<OpenResult> {
   const check = checkName(name);
   if (!check.ok) return { ok: false, code: ERR_ACCESS, reason: check.reason };
@@ -50,7 +54,7 @@ export async function openServedFile(root: string, symlinkRoots: readonly string
   if (!inside(real, root) && !symlinkRoots.some((r) => inside(real, r))) {
     return { ok: false, code: ERR_ACCESS, reason: 'file resolves outside the served directory' };
   }
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
@@ -58,13 +62,14 @@ export async function openServedFile(root: string, symlinkRoots: readonly string
   }
   try {
     const st = await handle.stat();
-    if (!st.isFile()) return { ok: false, code: ERR_NOT_FOUND, reason: 'not a regular file' };
-    const data = await handle.readFile();
-    return { ok: true, file: { realPath: real, data } };
+    if (!st.isFile()) {
+      await handle.close();
+      return { ok: false, code: ERR_NOT_FOUND, reason: 'not a regular file' };
+    }
+    return { ok: true, file: { realPath: real, handle, size: st.size } };
   } catch {
-    return { ok: false, code: ERR_NOT_FOUND, reason: 'file not readable' };
-  } finally {
     await handle.close().catch(() => undefined);
+    return { ok: false, code: ERR_NOT_FOUND, reason: 'file not readable' };
   }
 }
 

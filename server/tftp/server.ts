@@ -20,6 +20,7 @@ import {
   type Request,
 } from './packet.js';
 import { openServedFile, toNetascii } from './resolve.js';
+import { BufferSource, FileSource, type BlockSource } from './source.js';
 import { Transfer, type TransferResult } from './transfer.js';
 
 export interface TftpTransferEvent {
@@ -46,6 +47,8 @@ export interface TftpServerOptions {
   maxBlksize?: number;
   /** Largest windowsize granted. Default 64. */
   maxWindowsize?: number;
+  /** Largest windowsize * blksize burst granted (the windowsize is lowered to fit). Default 65536. */
+  maxWindowBytes?: number;
   /** Concurrent transfers; requests beyond it get ERROR 0 "server busy". Default 256. */
   maxTransfers?: number;
   /** Files larger than this are refused (they are read into memory). Default 512 MiB. */
@@ -67,6 +70,7 @@ interface Tunables {
   symlinkRoots: string[];
   maxBlksize: number;
   maxWindowsize: number;
+  maxWindowBytes: number;
   maxTransfers: number;
   maxFileBytes: number;
   initialRtoMs: number;
@@ -112,6 +116,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     symlinkRoots: [],
     maxBlksize: intIn('maxBlksize', opts.maxBlksize, 65464, 512, 65464),
     maxWindowsize: intIn('maxWindowsize', opts.maxWindowsize, 64, 1, 65535),
+    maxWindowBytes: intIn('maxWindowBytes', opts.maxWindowBytes, 65536, 512, 2 ** 30),
     maxTransfers: intIn('maxTransfers', opts.maxTransfers, 256, 1, 65536),
     maxFileBytes: intIn('maxFileBytes', opts.maxFileBytes, 512 * 1024 * 1024, 0, 2 ** 32),
     initialRtoMs: intIn('initialRtoMs', opts.initialRtoMs, 500, 1, 60_000),
@@ -171,37 +176,39 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       refuse(client, req, file, opened.code, opened.reason);
       return;
     }
-    if (opened.file.data.length > t.maxFileBytes) {
+    const { handle, size } = opened.file;
+    if (size > t.maxFileBytes) {
+      await handle.close();
       refuse(client, req, file, ERR_ACCESS, 'file too large');
       return;
     }
-    const data = req.mode === 'netascii' ? toNetascii(opened.file.data) : opened.file.data;
-    const neg = negotiate(req.options, data.length, { maxBlksize: t.maxBlksize, maxWindowsize: t.maxWindowsize });
-    if (closed) return;
-    if (transfers.size > t.maxTransfers) {
-      refuse(client, req, file, ERR_UNDEFINED, 'server busy');
-      return;
-    }
-    let sock: Socket;
+    const ascii = req.mode === 'netascii' ? toNetascii(await handle.readFile().finally(() => handle.close())) : null;
+    const neg = negotiate(req.options, ascii ? ascii.length : size, { maxBlksize: t.maxBlksize, maxWindowsize: t.maxWindowsize, maxWindowBytes: t.maxWindowBytes });
+    const source: BlockSource = ascii ? new BufferSource(ascii) : new FileSource(handle, size, neg.blksize * neg.windowsize);
+    let sock: Socket | null = null;
     try {
+      if (closed) throw new Error('server closing');
       sock = await bindSocket(type, host, 0);
       sockets.add(sock);
       await connectSocket(sock, client.address, client.port);
+      if (closed) throw new Error('server closing');
     } catch (err) {
+      source.close();
+      if (sock) {
+        sockets.delete(sock);
+        sock.close();
+      }
       refuse(client, req, file, ERR_UNDEFINED, `cannot open transfer socket: ${(err as Error).message}`);
       return;
     }
-    if (closed) {
-      sock.close();
-      return;
-    }
+    const tsock = sock;
     const options: Record<string, string | number> = { mode: req.mode, blksize: neg.blksize, windowsize: neg.windowsize };
     if (neg.timeoutSec !== null) options['timeout'] = neg.timeoutSec;
-    if (req.options.has('tsize')) options['tsize'] = data.length;
+    if (req.options.has('tsize')) options['tsize'] = source.size;
     const maxRto = neg.timeoutSec !== null ? neg.timeoutSec * 1000 : t.maxRtoMs;
     const transfer = new Transfer({
-      socket: sock,
-      data,
+      socket: tsock,
+      source,
       blksize: neg.blksize,
       windowsize: neg.windowsize,
       oack: neg.oack.length > 0 ? encodeOack(neg.oack) : null,
@@ -209,8 +216,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       giveUpMs: t.giveUpMs,
       onDone: (r: TransferResult) => {
         transfers.delete(key);
-        sockets.delete(sock);
-        sock.close();
+        sockets.delete(tsock);
+        tsock.close();
         const ev: TftpTransferEvent = {
           client, file, options, bytes: r.bytes, retransmits: r.retransmits, outcome: r.outcome,
           durationMs: Math.round((performance.now() - started) * 10) / 10,

@@ -7,6 +7,7 @@
 import type { Socket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { encodeDataHeader, parseAck, parseError, OP_ERROR } from './packet.js';
+import type { BlockSource } from './source.js';
 
 export interface RtoConfig {
   initialMs: number;
@@ -16,7 +17,7 @@ export interface RtoConfig {
 
 export interface TransferConfig {
   socket: Socket;
-  data: Buffer;
+  source: BlockSource;
   blksize: number;
   windowsize: number;
   /** Sent first and acknowledged with ACK 0 when options were negotiated. */
@@ -51,12 +52,15 @@ export class Transfer {
   private rto: number;
   private timer: NodeJS.Timeout | null = null;
   private done = false;
+  /** An OACK is out and ACK 0 has not come back yet. */
+  private oackPending: boolean;
   private readonly onTimeout = (): void => this.timeout();
 
   constructor(cfg: TransferConfig) {
     this.cfg = cfg;
-    this.lastBlock = Math.floor(cfg.data.length / cfg.blksize) + 1;
+    this.lastBlock = Math.floor(cfg.source.size / cfg.blksize) + 1;
     this.rto = cfg.rto.initialMs;
+    this.oackPending = cfg.oack !== null;
   }
 
   start(): void {
@@ -80,21 +84,24 @@ export class Transfer {
   private transmit(): void {
     const { socket, oack } = this.cfg;
     this.windowSentAt = performance.now();
-    if (this.base === 0 && oack) {
-      this.sentHigh = 0;
+    if (this.oackPending && oack) {
       socket.send(oack);
     } else {
-      this.sendWindow();
+      try {
+        this.sendWindow();
+      } catch (err) {
+        this.finish({ outcome: 'error', error: `read: ${(err as Error).message}` });
+        return;
+      }
     }
     this.arm();
   }
 
   private sendWindow(): void {
-    const { socket, data, blksize, windowsize } = this.cfg;
+    const { socket, source, blksize, windowsize } = this.cfg;
     const high = Math.min(this.base + windowsize, this.lastBlock);
     for (let b = this.base + 1; b <= high; b++) {
-      const off = (b - 1) * blksize;
-      socket.send([encodeDataHeader(b), data.subarray(off, Math.min(off + blksize, data.length))]);
+      socket.send([encodeDataHeader(b), source.slice((b - 1) * blksize, blksize)]);
     }
     this.sentHigh = high;
   }
@@ -115,10 +122,19 @@ export class Transfer {
       return; // anything else from the client's TID is ignored
     }
     // Map the 16-bit block number (it rolls over to 0) onto the window in flight.
+    const now = performance.now();
+    if (this.oackPending) {
+      if (ack !== 0) return;
+      this.oackPending = false;
+      if (!this.windowRetransmitted) this.sampleRtt(now - this.windowSentAt);
+      this.lastProgress = now;
+      this.windowRetransmitted = false;
+      this.transmit();
+      return;
+    }
     const delta = (ack - (this.base & 0xffff)) & 0xffff;
     const abs = this.base + delta;
     if (delta === 0 || abs > this.sentHigh) return; // duplicate or stale ACK: never triggers a resend
-    const now = performance.now();
     if (abs === this.sentHigh && !this.windowRetransmitted) this.sampleRtt(now - this.windowSentAt);
     this.base = abs;
     this.lastProgress = now;
@@ -161,7 +177,9 @@ export class Transfer {
     this.done = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const bytes = r.outcome === 'ok' ? this.cfg.data.length : Math.min(this.base * this.cfg.blksize, this.cfg.data.length);
+    const { size } = this.cfg.source;
+    const bytes = r.outcome === 'ok' ? size : Math.min(this.base * this.cfg.blksize, size);
+    this.cfg.source.close();
     const result: TransferResult = { outcome: r.outcome, bytes, retransmits: this.retransmits };
     if (r.error !== undefined) result.error = r.error;
     this.cfg.onDone(result);
