@@ -26,17 +26,17 @@ export async function currentKernelPackage(): Promise<string> {
   throw new Error(`could not find the kernel package ${META_PACKAGE} depends on (is "apt-get update" done?):\n${stdout}`);
 }
 
-async function cachedKernels(): Promise<string[]> {
-  if (!existsSync(TEST_KERNEL_DIR)) return [];
-  const names = (await readdir(TEST_KERNEL_DIR)).filter((n) => PKG_RE.test(n)).sort();
-  return names.map((n) => join(TEST_KERNEL_DIR, n, 'vmlinuz')).filter((p) => existsSync(p));
+async function cachedKernels(cacheDir: string): Promise<string[]> {
+  if (!existsSync(cacheDir)) return [];
+  const names = (await readdir(cacheDir)).filter((n) => PKG_RE.test(n)).sort();
+  return names.map((n) => join(cacheDir, n, 'vmlinuz')).filter((p) => existsSync(p));
 }
 
-async function removeStaleTemps(): Promise<void> {
-  if (!existsSync(TEST_KERNEL_DIR)) return;
-  for (const n of await readdir(TEST_KERNEL_DIR)) {
+async function removeStaleTemps(cacheDir: string): Promise<void> {
+  if (!existsSync(cacheDir)) return;
+  for (const n of await readdir(cacheDir)) {
     if (!n.startsWith('.tmp-')) continue;
-    const p = join(TEST_KERNEL_DIR, n);
+    const p = join(cacheDir, n);
     try {
       if (Date.now() - (await stat(p)).mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     } catch {
@@ -45,13 +45,13 @@ async function removeStaleTemps(): Promise<void> {
   }
 }
 
-async function download(pkg: string): Promise<string> {
-  const finalDir = join(TEST_KERNEL_DIR, pkg);
+async function download(pkg: string, cacheDir: string): Promise<string> {
+  const finalDir = join(cacheDir, pkg);
   const vmlinuz = join(finalDir, 'vmlinuz');
   if (existsSync(vmlinuz)) return vmlinuz;
-  await mkdir(TEST_KERNEL_DIR, { recursive: true });
-  await removeStaleTemps();
-  const tmp = await mkdtemp(join(TEST_KERNEL_DIR, `.tmp-${pkg}-`));
+  await mkdir(cacheDir, { recursive: true });
+  await removeStaleTemps(cacheDir);
+  const tmp = await mkdtemp(join(cacheDir, `.tmp-${pkg}-`));
   try {
     await run(['apt-get', 'download', '-q', pkg], { cwd: tmp, timeoutMs: 600_000 });
     const deb = (await readdir(tmp)).find((n) => n.endsWith('.deb'));
@@ -79,10 +79,13 @@ async function download(pkg: string): Promise<string> {
   }
 }
 
-/** Path of a real Debian cloud-amd64 vmlinuz (downloaded on first use). */
-export async function ensureTestKernel(): Promise<string> {
+/**
+ * Path of a real Debian cloud-amd64 vmlinuz (downloaded on first use). `cacheDir` is for the cache's
+ * own tests; everyone else shares the default.
+ */
+export async function ensureTestKernel(cacheDir = TEST_KERNEL_DIR): Promise<string> {
   const override = process.env['RAMBOOT_TEST_KERNEL'];
-  if (override !== undefined && override !== '') {
+  if (cacheDir === TEST_KERNEL_DIR && override !== undefined && override !== '') {
     if (!existsSync(override)) throw new Error(`RAMBOOT_TEST_KERNEL=${override} does not exist`);
     return override;
   }
@@ -91,10 +94,10 @@ export async function ensureTestKernel(): Promise<string> {
     pkg = await currentKernelPackage();
   } catch (e) {
     // Offline or no apt lists: any kernel cached earlier will do.
-    const cached = await cachedKernels();
+    const cached = await cachedKernels(cacheDir);
     const last = cached[cached.length - 1];
     if (last !== undefined) return last;
     throw e;
   }
-  return download(pkg);
+  return download(pkg, cacheDir);
 }
