@@ -12,4 +12,5 @@ apt-get install -y -q --no-install-recommends \
   qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf \
   mmdebstrap debian-archive-keyring busybox-static cpio zstd xz-utils squashfs-tools \
   dnsmasq-base tftp-hpa atftp iproute2 iptables \
-  openssh-client nginx-light
+  openssh-client nginx-light \
+  shellcheck

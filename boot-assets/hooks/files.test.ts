@@ -1,0 +1,188 @@
+// The scripts the hooks install into the OS (boot-assets/hooks/files), run here for real:
+// ramboot-report against a real HTTP server on loopback, ramboot-hostname, ramboot-ssh-hostkeys.
+import t, { type Test } from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hooksDir } from '../../builder/hooks.js';
+import { requirements } from '../../test/lib/requirements.js';
+import { tempDir } from '../test-tree.js';
+
+const FILES = join(hooksDir(), 'files');
+
+interface Received {
+  method: string;
+  url: string;
+  contentType: string;
+  body: string;
+}
+
+/** An HTTP server on 127.0.0.1 that records requests and answers with the given statuses in turn. */
+async function eventServer(t: Pick<Test, 'teardown'>, statuses: number[] = [204]) {
+  const received: Received[] = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      received.push({ method: req.method ?? '', url: req.url ?? '', contentType: req.headers['content-type'] ?? '', body });
+      res.statusCode = statuses[Math.min(received.length - 1, statuses.length - 1)] ?? 204;
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const port = (server.address() as AddressInfo).port;
+  return { received, base: `http://127.0.0.1:${port}` };
+}
+
+/** Runs a script asynchronously (the HTTP server lives in this process). */
+function runScript(path: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path, args, { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const report = (args: string[], env: Record<string, string>) => runScript(join(FILES, 'ramboot-report'), args, env);
+
+t.test('ramboot-report POSTs the event as JSON to <seed>event', async (t) => {
+  const srv = await eventServer(t);
+  const seed = `${srv.base}/cloud-init/52:54:00:12:34:56/tok3n/`;
+  const r = await report(['os.booted', 'kernel 6.1.0, "quoted" back\\slash\ttab\nnewline é'], {
+    RAMBOOT_CMDLINE: `BOOT_IMAGE=vmlinuz console=ttyS0 ds=nocloud-net;s=${seed} BOOTIF=01-52-54-00-12-34-56`,
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(srv.received.length, 1);
+  const got = srv.received[0];
+  t.equal(got?.method, 'POST');
+  t.equal(got?.url, '/cloud-init/52:54:00:12:34:56/tok3n/event');
+  t.equal(got?.contentType, 'application/json');
+  t.same(JSON.parse(got?.body ?? ''), { event: 'os.booted', message: 'kernel 6.1.0, "quoted" back\\slash tab newline ' }, 'valid JSON, control and non-ASCII characters dropped');
+});
+
+t.test('ramboot-report reads the seed however the boot loader quoted it', async (t) => {
+  const srv = await eventServer(t);
+  const forms = [
+    `ds=nocloud-net\\;s=${srv.base}/a/`,
+    `"ds=nocloud-net;s=${srv.base}/b/"`,
+    `ds=nocloud;s=${srv.base}/c`,
+    `ds=nocloud-net;seedfrom=${srv.base}/d/`,
+  ];
+  for (const form of forms) {
+    const r = await report(['sshd.ready'], { RAMBOOT_CMDLINE: `quiet ${form} panic=-1` });
+    t.equal(r.code, 0, `${form}: ${r.stderr}`);
+  }
+  t.same(srv.received.map((x) => x.url), ['/a/event', '/b/event', '/c/event', '/d/event']);
+  t.same(JSON.parse(srv.received[0]?.body ?? ''), { event: 'sshd.ready' }, 'no message field when there is none');
+});
+
+t.test('ramboot-report caps the message at 1024 characters', async (t) => {
+  const srv = await eventServer(t);
+  const r = await report(['x', 'y'.repeat(5000)], { RAMBOOT_CMDLINE: `ds=nocloud-net;s=${srv.base}/s/` });
+  t.equal(r.code, 0);
+  const msg = (JSON.parse(srv.received[0]?.body ?? '{}') as { message?: string }).message ?? '';
+  t.ok(msg.length > 0 && msg.length <= 1024, `message length ${msg.length}`);
+});
+
+t.test('ramboot-report never fails the boot: no seed, server errors, server down', async (t) => {
+  const none = await report(['os.booted'], { RAMBOOT_CMDLINE: 'quiet console=ttyS0' });
+  t.equal(none.code, 0);
+  t.match(none.stderr, /no ds=nocloud-net;s=http\(s\):\/\/\.\.\. seed URL/);
+
+  const srv = await eventServer(t, [500, 503, 204]);
+  const retried = await report(['os.booted'], { RAMBOOT_CMDLINE: `ds=nocloud-net;s=${srv.base}/r/`, RAMBOOT_REPORT_TRIES: '5' });
+  t.equal(retried.code, 0);
+  t.equal(srv.received.length, 3, 'retried after 5xx until accepted');
+
+  const refused = await eventServer(t, [400]);
+  const r400 = await report(['os.booted'], { RAMBOOT_CMDLINE: `ds=nocloud-net;s=${refused.base}/q/`, RAMBOOT_REPORT_TRIES: '5' });
+  t.equal(r400.code, 0);
+  t.equal(refused.received.length, 1, 'a 4xx is not retried');
+  t.match(r400.stderr, /refused by the server \(HTTP 400\)/);
+
+  // A port nothing listens on (bound then closed): connection refused, every attempt.
+  const gone = await eventServer(t);
+  const { createServer: mk } = await import('node:net');
+  const probe = mk();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const started = Date.now();
+  const down = await report(['os.booted'], { RAMBOOT_CMDLINE: `ds=nocloud-net;s=http://127.0.0.1:${port}/x/`, RAMBOOT_REPORT_TRIES: '2' });
+  t.equal(down.code, 0);
+  t.match(down.stderr, /not sent after 2 attempts/);
+  t.ok(Date.now() - started < 60_000, 'gives up quickly');
+  t.equal(gone.received.length, 0);
+});
+
+t.test('ramboot-report refuses a bad event name (exit 2, nothing sent)', async (t) => {
+  const srv = await eventServer(t);
+  for (const bad of ['', 'Os.Booted', 'a b', 'x'.repeat(65), 'evt;rm', '../x']) {
+    const r = await report([bad], { RAMBOOT_CMDLINE: `ds=nocloud-net;s=${srv.base}/s/` });
+    t.equal(r.code, 2, JSON.stringify(bad));
+  }
+  t.equal((await report([], {})).code, 2);
+  t.equal(srv.received.length, 0);
+});
+
+t.test('ramboot-report-boot booted: os.booted with kernel and uptime', async (t) => {
+  const dir = tempDir(t, 'report-boot');
+  const fake = join(dir, 'report');
+  writeFileSync(fake, `#!/bin/sh\nprintf '%s|' "$@" > "${join(dir, 'args')}"\n`, { mode: 0o755 });
+  const r = spawnSync(join(FILES, 'ramboot-report-boot'), ['booted'], { encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '', RAMBOOT_REPORT: fake } });
+  t.equal(r.status, 0, r.stderr);
+  t.match(readFileSync(join(dir, 'args'), 'utf8'), /^os\.booted\|kernel \S+, up [0-9.]+s\|$/);
+  t.equal(spawnSync(join(FILES, 'ramboot-report-boot'), ['nope']).status, 2);
+});
+
+t.test('ramboot-hostname: ramboot-<boot MAC> only while the name is the placeholder', async (t) => {
+  const dir = tempDir(t, 'hostname');
+  const out = join(dir, 'hostname');
+  const run = (current: string, env: Record<string, string>): string => {
+    writeFileSync(out, `${current}\n`);
+    const r = spawnSync(join(FILES, 'ramboot-hostname'), [], { encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '', RAMBOOT_HOSTNAME_FILE: out, ...env } });
+    if (r.status !== 0) throw new Error(r.stderr);
+    return readFileSync(out, 'utf8').trim();
+  };
+  t.equal(run('ramboot', { RAMBOOT_CMDLINE: 'quiet BOOTIF=01-52-54-00-AB-CD-EF *' }), 'ramboot-525400abcdef', 'from BOOTIF');
+  t.equal(run('localhost', { RAMBOOT_CMDLINE: 'BOOTIF=52-54-00-ab-cd-01' }), 'ramboot-525400abcd01');
+  t.equal(run('web1', { RAMBOOT_CMDLINE: 'BOOTIF=01-52-54-00-ab-cd-ef' }), 'web1', 'a real name is kept');
+
+  const sysfs = join(dir, 'net');
+  for (const [nic, type, mac, physical] of [['lo', '772', '00:00:00:00:00:00', false], ['br0', '1', '02:00:00:00:00:01', false], ['enp1s0', '1', '52:54:00:00:00:99', true]] as const) {
+    mkdirSync(join(sysfs, nic), { recursive: true });
+    writeFileSync(join(sysfs, nic, 'type'), `${type}\n`);
+    writeFileSync(join(sysfs, nic, 'address'), `${mac}\n`);
+    if (physical) mkdirSync(join(sysfs, nic, 'device'));
+  }
+  t.equal(run('ramboot', { RAMBOOT_CMDLINE: 'quiet', RAMBOOT_SYSFS_NET: sysfs }), 'ramboot-525400000099', 'first physical Ethernet NIC');
+  t.equal(run('ramboot', { RAMBOOT_CMDLINE: 'BOOTIF=garbage', RAMBOOT_SYSFS_NET: join(dir, 'none') }), 'ramboot', 'nothing usable: the placeholder stays');
+});
+
+t.test('ramboot-ssh-hostkeys: ed25519 + ecdsa, no RSA, existing keys kept', async (t) => {
+  if (!requirements(t, ['ssh-keygen'])) return;
+  const dir = tempDir(t, 'ssh');
+  const run = () => spawnSync(join(FILES, 'ramboot-ssh-hostkeys'), [], { encoding: 'utf8', env: { PATH: `${process.env['PATH'] ?? ''}:/usr/bin`, RAMBOOT_SSH_DIR: dir } });
+  t.equal(run().status, 0);
+  for (const k of ['ed25519', 'ecdsa']) {
+    t.ok(existsSync(join(dir, `ssh_host_${k}_key`)), `${k} key`);
+    t.ok(existsSync(join(dir, `ssh_host_${k}_key.pub`)), `${k} pub`);
+  }
+  t.notOk(existsSync(join(dir, 'ssh_host_rsa_key')), 'no RSA');
+  const ed = readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8');
+  t.match(ed, /^ssh-ed25519 /);
+  t.equal(run().status, 0);
+  t.equal(readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8'), ed, 'kept on a second run');
+});
