@@ -7,6 +7,8 @@ import { ensureTestKernel } from './test-kernel.js';
 import { buildBusyboxInitrd, DEFAULT_INITRD_MARKER } from './busybox-initrd.js';
 import { startQemu } from './qemu.js';
 import { createNetns, type Netns } from './netns.js';
+import { writeTestImage } from './test-image.js';
+import { startRambootServer } from './ramboot-server.js';
 
 // Self-test of netns.ts: in a namespace the test creates, QEMU's iPXE gets a DHCP lease from dnsmasq,
 // fetches its script over HTTP from a server running in the namespace, and boots a kernel from it.
@@ -68,4 +70,30 @@ t.test('iPXE in a test namespace: DHCP from dnsmasq, script + kernel over HTTP',
   t.match(dnsLog, new RegExp(`DHCPACK\\(br0\\) ${(s[1] ?? '').replace(/\./g, '\\.')} ${MAC}`), 'dnsmasq logged the lease');
   t.match(dnsLog, /tags: .*ipxe/, 'second DHCP request came from iPXE (user class tag)');
   t.match(httpd.output(), /GET \/vmlinuz|vmlinuz/, 'httpd served the kernel');
+});
+
+t.test('the real ramboot server inside the namespace: dnsmasq points iPXE at it, API through the namespace', async (t) => {
+  if (!requirements(t, ['root', 'qemu', 'dnsmasq', 'busybox', 'ip', 'tun', 'unshare', 'nsenter', 'setpriv', 'apt-get', 'dpkg'])) {
+    return;
+  }
+  const dataDir = await mkdtemp(join(tmpdir(), 'ramboot-netns-server-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  await writeTestImage(dataDir, 'test');
+  // the namespace is private: a fixed port cannot collide with anyone
+  const base = 'http://10.99.0.1:8080';
+  const ns = await createNetns(t, { name: 'srvtest', dhcp: { boot: { ipxe: `${base}/boot.ipxe` } } });
+  const srv = await startRambootServer(t, {
+    dataDir,
+    httpHost: ns.address,
+    httpPort: 8080,
+    publicUrl: base,
+    wrap: ns.wrap,
+  });
+  const mac = '52:54:00:99:00:02';
+  const put = await srv.api('PUT', `/api/v1/machines/${mac}`, { hostname: 'ns1', sshKeys: [], boot: 'ramboot', image: 'test' });
+  t.equal(put.status, 201, `PUT through the namespace -> ${put.status}`);
+  const vm = startQemu(t, { name: 'qemu-netns-server', wrap: ns.wrap, nics: [{ type: 'tap', ifname: ns.tap, mac }] });
+  const m = await vm.waitFor(new RegExp(`${DEFAULT_INITRD_MARKER} cmdline=(.*)$`), { timeoutMs: 300_000 });
+  t.match(m[1] ?? '', `ds=nocloud-net;s=${base}/cloud-init/${mac}/`, 'booted through the server in the namespace');
+  await vm.waitForExit(120_000);
 });
