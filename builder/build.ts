@@ -10,6 +10,7 @@ import { assembleInitrd, sha256File } from './initrd.js';
 import { checkRootSafe } from './essentials.js';
 import { runHooks } from './hooks.js';
 import { runOk } from './run.js';
+import { checkPackagesExist } from './apt-check.js';
 
 export { BuildError };
 
@@ -102,6 +103,7 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
   await mkdir(imagesDir, { recursive: true });
   await mkdir(cacheDir, { recursive: true });
   await mkdir(buildsDir, { recursive: true });
+  await checkPackagesExist({ mirror: o.mirror, suite: o.suite, names: o.include, cacheDir });
   const work = await mkdtemp(join(buildsDir, `${o.name}-`));
   const staging = await mkdtemp(join(imagesDir, `.${o.name}.tmp-`));
   const root = join(work, 'root');
