@@ -132,14 +132,15 @@ t.test('all hooks against a fake Debian root', async (t) => {
   });
 
   t.test('cloud-init: root gets the keys, no passwords, no RSA, no network or disk handling', async (t) => {
-    const cfg = parseYaml(read(root, 'etc/cloud/cloud.cfg.d/90-ramboot.cfg')) as Record<string, unknown>;
+    const cfg = parseYaml(read(root, 'etc/cloud/cloud.cfg.d/99-ramboot.cfg')) as Record<string, unknown>;
     t.equal(cfg['disable_root'], false);
-    t.equal(cfg['ssh_pwauth'], false);
+    t.notOk('ssh_pwauth' in cfg, 'passwords stay off through the sshd drop-in; cloud-init does not restart sshd');
+    t.same(cfg['grub_dpkg'], { enabled: false });
     t.same(cfg['ssh_genkeytypes'], ['ed25519', 'ecdsa']);
     t.same(cfg['datasource_list'], ['NoCloud', 'None']);
     t.same(cfg['growpart'], { mode: 'off' });
     t.equal(cfg['resize_rootfs'], false);
-    const net = parseYaml(read(root, 'etc/cloud/cloud.cfg.d/91-ramboot-network.cfg')) as Record<string, unknown>;
+    const net = parseYaml(read(root, 'etc/cloud/cloud.cfg.d/99-ramboot-network.cfg')) as Record<string, unknown>;
     t.same(net['network'], { config: 'disabled' });
   });
 
