@@ -17,13 +17,22 @@ export interface PhoneHomeReport {
 
 /** Machine registry operations shared by the admin API and the boot-time endpoints. */
 export class Registry {
+  /** MACs of discovered (not yet registered) machines, kept current from store changes. */
+  private discovered = new Set<string>();
+
   constructor(
     readonly store: MachineStore,
     readonly events: EventLog,
     private readonly images: ImageStore,
     private readonly logger: Logger,
     private readonly maxDiscovered: number,
-  ) {}
+  ) {
+    for (const r of store.list()) if (r.discovered) this.discovered.add(r.mac);
+    store.onChange((mac) => {
+      if (store.get(mac)?.discovered) this.discovered.add(mac);
+      else this.discovered.delete(mac);
+    });
+  }
 
   async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
     try {
@@ -109,7 +118,7 @@ export class Registry {
 
   /** Record an unknown MAC that asked to boot. Returns the record, or undefined when over the cap. */
   async discover(mac: Mac, facts: Record<string, unknown>): Promise<MachineRecord | undefined> {
-    if (this.store.count() >= this.maxDiscovered + this.countRegistered()) {
+    if (this.discovered.size >= this.maxDiscovered) {
       this.logger.warn({ event: 'machine.discover-capped', mac, max: this.maxDiscovered }, 'too many discovered machines; not recording this one');
       return undefined;
     }
@@ -124,12 +133,6 @@ export class Registry {
       await this.event(mac, { event: 'machine.discovered', level: 'info', message: 'unknown machine asked to boot', data: facts });
     }
     return rec;
-  }
-
-  private countRegistered(): number {
-    let n = 0;
-    for (const r of this.store.list()) if (!r.discovered) n++;
-    return n;
   }
 
   /**

@@ -29,7 +29,8 @@ export function imagesRouter(images: ImageStore, logger: Logger): Router {
     res.setHeader('ETag', `"${entry.sha256}"`);
     res.setHeader('Cache-Control', 'no-cache');
     const started = Date.now();
-    const stream = send(req, entry.path, { etag: false, lastModified: false, dotfiles: 'deny', index: false });
+    // 1 MiB reads: fewer syscalls and event-loop turns per byte than the 64 KiB default (bench/http.ts).
+    const stream = send(req, entry.path, { etag: false, lastModified: false, dotfiles: 'deny', index: false, highWaterMark: 1 << 20 } as send.SendOptions);
     stream.on('error', (err: Error & { status?: number }) => {
       if (err.status === 404) {
         logger.error({ event: 'images.file-missing', image: name, file, path: entry.path }, `image ${name} lists ${file} but it is missing on disk`);
