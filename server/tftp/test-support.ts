@@ -1,0 +1,119 @@
+/** Shared pieces of the TFTP tests: fixture files, real client command lines, sha256, requirements. */
+import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findExecutable, isCI, type RequirementTest } from '../../test/lib/requirements.js';
+
+export interface Fixture {
+  path: string;
+  sha256: string;
+  size: number;
+}
+
+/** Writes `size` random bytes to `dir/name` and returns its sha256. */
+export async function makeRandomFile(dir: string, name: string, size: number): Promise<Fixture> {
+  const path = join(dir, name);
+  const h = createHash('sha256');
+  const f = await open(path, 'w', 0o644);
+  try {
+    const chunk = 1 << 20;
+    for (let off = 0; off < size; off += chunk) {
+      const b = randomBytes(Math.min(chunk, size - off));
+      h.update(b);
+      await f.write(b);
+    }
+  } finally {
+    await f.close();
+  }
+  return { path, sha256: h.digest('hex'), size };
+}
+
+export function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('error', reject)
+      .on('data', (d) => h.update(d))
+      .on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export interface ClientRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a client without a shell; never rejects (the caller checks the file it wrote). */
+export function runClient(argv: readonly string[], timeoutMs: number): Promise<ClientRun> {
+  const [cmd, ...args] = argv;
+  const started = Date.now();
+  return new Promise((resolve) => {
+    execFile(cmd as string, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr).slice(-4000), ms: Date.now() - started });
+    });
+  });
+}
+
+export type ClientName = 'tftp-hpa' | 'atftp' | 'busybox' | 'curl';
+
+export interface Fetch {
+  client: ClientName;
+  host: string;
+  port: number;
+  remote: string;
+  local: string;
+  blksize?: number;
+  windowsize?: number;
+  /** tftp-hpa only: 'binary' (default) or 'netascii'. */
+  mode?: 'binary' | 'netascii';
+}
+
+/** The command line that makes `client` fetch `remote` into `local`. */
+export function clientArgv(f: Fetch): string[] {
+  const port = String(f.port);
+  switch (f.client) {
+    case 'tftp-hpa':
+      return ['tftp', '-m', f.mode ?? 'binary', f.host, port, '-c', 'get', f.remote, f.local];
+    case 'atftp': {
+      const opts: string[] = [];
+      if (f.blksize) opts.push('--option', `blksize ${f.blksize}`);
+      if (f.windowsize) opts.push('--option', `windowsize ${f.windowsize}`);
+      return ['atftp', ...opts, '-g', '-r', f.remote, '-l', f.local, f.host, port];
+    }
+    case 'busybox':
+      return ['busybox', 'tftp', ...(f.blksize ? ['-b', String(f.blksize)] : []), '-g', '-r', f.remote, '-l', f.local, f.host, port];
+    case 'curl':
+      return ['curl', '-sS', '--fail', ...(f.blksize ? ['--tftp-blksize', String(f.blksize)] : []), '-o', f.local, `tftp://${f.host}:${port}/${f.remote}`];
+  }
+}
+
+export const CLIENT_TOOLS: Record<ClientName, { exe: string; pkg: string }> = {
+  'tftp-hpa': { exe: 'tftp', pkg: 'tftp-hpa' },
+  atftp: { exe: 'atftp', pkg: 'atftp' },
+  busybox: { exe: 'busybox', pkg: 'busybox-static' },
+  curl: { exe: 'curl', pkg: 'curl' },
+};
+
+/** Like test/lib/requirements for executables: skip loudly outside CI, fail under CI=true. */
+export function needExecutables(t: RequirementTest, tools: ReadonlyArray<{ exe: string; pkg: string }>): boolean {
+  const missing = tools.filter((x) => !findExecutable(x.exe)).map((x) => `${x.exe} (Debian package ${x.pkg})`);
+  if (missing.length === 0) return true;
+  const reason = `missing executables: ${missing.join(', ')}`;
+  if (isCI()) t.fail(`missing test requirement under CI=true: ${reason}`);
+  else {
+    t.comment(`!!!!! SKIPPING: ${reason}`);
+    t.pass(reason, { skip: reason });
+  }
+  return false;
+}
