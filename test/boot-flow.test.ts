@@ -136,3 +136,18 @@ t.test('unknown machines are discovered and told to boot locally; too little RAM
   t.match(gone, /NOT BOOTING .*image default is not available on the ramboot server/);
   t.notMatch(gone, /\/images\/|dataDir|\/tmp\//, 'no server paths on the console');
 });
+
+t.test('a flood of unknown MACs cannot grow the registry past maxDiscovered', async (t) => {
+  const { mkdtemp, writeFile, readdir } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(`${tmpdir()}/ramboot-cap-`);
+  await writeFile(`${dir}/ramboot.yaml`, 'unknownMachines:\n  maxDiscovered: 3\n');
+  const s = await startTestServer(t, { config: `${dir}/ramboot.yaml` });
+  await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [admin], boot: 'local' });
+  for (let i = 0; i < 10; i++) {
+    const sc = await script(s.url, `mac=02:00:00:00:01:0${i}`);
+    t.match(sc, /exit 0/, 'still answered');
+  }
+  t.equal((await readdir(`${s.dataDir}/machines`)).length, 4, 'registered machine + 3 discovered');
+  t.ok(s.logs.some((l) => l.event === 'machine.discover-capped'), 'the cap is logged');
+});
