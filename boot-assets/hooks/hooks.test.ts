@@ -96,7 +96,11 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(conf, /^HostKey \/etc\/ssh\/ssh_host_ed25519_key$/m);
     t.match(conf, /^HostKey \/etc\/ssh\/ssh_host_ecdsa_key$/m);
     t.notMatch(conf, /rsa/i);
-    t.equal(read(root, 'etc/ssh/sshd_config'), SSHD_CONFIG, 'sshd_config already had the Include: unchanged');
+    t.equal(
+      read(root, 'etc/ssh/sshd_config'),
+      SSHD_CONFIG.replace('*.conf\n', '*.conf\nPasswordAuthentication no\n'),
+      'sshd_config: Include kept, PasswordAuthentication no right after it (cloud-init finds nothing to change)',
+    );
   });
 
   t.test('no SSH host keys shipped; generated at boot before sshd', async (t) => {
@@ -219,9 +223,11 @@ t.test('an existing root password hash is disabled, not kept usable', async (t) 
 
 t.test('sshd_config without the Include gets it at the top', async (t) => {
   const root = await hookedRoot(t, { 'etc/ssh/sshd_config': 'PermitRootLogin yes\nPasswordAuthentication yes\n' });
-  const cfg = read(root, 'etc/ssh/sshd_config').split('\n');
-  t.equal(cfg[0], 'Include /etc/ssh/sshd_config.d/*.conf');
-  t.equal(cfg[1], 'PermitRootLogin yes', 'the rest is kept (the drop-in wins: sshd keeps the first value)');
+  t.equal(
+    read(root, 'etc/ssh/sshd_config'),
+    'Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin yes\nPasswordAuthentication no\n',
+    'Include first (the drop-in wins: sshd keeps the first value), password auth off in the file too',
+  );
 });
 
 t.test('hooks never write outside the root through an absolute symlink', async (t) => {
