@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { macToFileStem, tryParseMac, type Mac } from '../mac.js';
 import { describeZodError, machineRecordSchema, type MachineRecord } from '../machines/model.js';
 import { writeFileAtomic } from './atomic-write.js';
-import { KeyedMutex } from './keyed-mutex.js';
+import { RecordIndex } from './record-index.js';
 import type { MachineStore } from './store.js';
 
 const FILE_RE = /^([0-9a-f]{2}(?:-[0-9a-f]{2}){5})\.json$/;
@@ -25,14 +25,13 @@ type Parsed = { ok: true; record: MachineRecord } | { ok: false; reason: string 
  * validated and picked up live; an invalid file is logged with the reason and the last good
  * version keeps serving.
  */
-export class FileStore implements MachineStore {
-  private records = new Map<string, MachineRecord>();
+export class FileStore extends RecordIndex implements MachineStore {
   private serialized = new Map<string, string>();
-  private listeners = new Set<(mac: Mac) => void>();
-  private mutex = new KeyedMutex();
   private watcher: FSWatcher | undefined;
 
-  private constructor(private readonly opts: FileStoreOptions) {}
+  private constructor(private readonly opts: FileStoreOptions) {
+    super();
+  }
 
   static async open(opts: FileStoreOptions): Promise<FileStore> {
     const store = new FileStore(opts);
@@ -147,23 +146,6 @@ export class FileStore implements MachineStore {
     this.watcher = w;
   }
 
-  private emit(mac: Mac): void {
-    for (const l of this.listeners) l(mac);
-  }
-
-  get(mac: Mac): MachineRecord | undefined {
-    const r = this.records.get(mac);
-    return r ? structuredClone(r) : undefined;
-  }
-
-  list(): MachineRecord[] {
-    return [...this.records.values()].map((r) => structuredClone(r)).sort((a, b) => a.mac.localeCompare(b.mac));
-  }
-
-  count(): number {
-    return this.records.size;
-  }
-
   update(mac: Mac, fn: (c: MachineRecord | undefined) => MachineRecord | null | undefined): Promise<MachineRecord | undefined> {
     return this.mutex.run(mac, async () => {
       const next = fn(this.get(mac));
@@ -187,13 +169,8 @@ export class FileStore implements MachineStore {
     });
   }
 
-  onChange(listener: (mac: Mac) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
   async close(): Promise<void> {
-    this.listeners.clear();
+    this.clearListeners();
     await this.watcher?.close();
   }
 }
