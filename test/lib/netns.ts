@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
 import { ManagedProcess } from './process.js';
-import { TEST_LOG_DIR } from './paths.js';
+import { testLogPath } from './paths.js';
 import { run, type RunResult } from './run.js';
 import type { TeardownTest } from './qemu.js';
 
@@ -115,11 +115,10 @@ export class Netns {
 
   /** Starts a long-running process inside the namespace; it is stopped by destroy(). */
   spawn(name: string, argv: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ManagedProcess {
-    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const p = new ManagedProcess({
       name,
       argv: this.wrap(['setpriv', '--pdeathsig', 'KILL', '--', ...argv]),
-      logFile: join(TEST_LOG_DIR, `${this.name}-${name}-${stamp}-${process.pid}.log`),
+      logFile: testLogPath(`${this.name}-${name}`),
       ...(opts.env !== undefined ? { env: opts.env } : {}),
       ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
     });

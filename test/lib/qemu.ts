@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { ManagedProcess, type ExitInfo, type WaitOptions } from './process.js';
-import { TEST_LOG_DIR } from './paths.js';
+import { testLogPath } from './paths.js';
 
 /**
  * QEMU for tests: TCG (KVM cannot run guests here), serial console on stdio, under
@@ -192,11 +191,10 @@ export class Qemu {
     const base = qemuArgv(opts);
     this.argv = opts.wrap ? opts.wrap(base) : base;
     this.failOn = opts.failOn === undefined ? DEFAULT_FAIL_PATTERN : opts.failOn;
-    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     this.proc = new ManagedProcess({
       name: this.name,
       argv: this.argv,
-      logFile: opts.logFile ?? join(TEST_LOG_DIR, `${this.name}-${stamp}-${process.pid}.log`),
+      logFile: opts.logFile ?? testLogPath(this.name),
     });
   }
 

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { ManagedProcess } from './process.js';
-import { REPO_ROOT, TEST_LOG_DIR } from './paths.js';
+import { REPO_ROOT, testLogPath } from './paths.js';
 import { run } from './run.js';
 import { tieToTest, type TeardownTest } from './qemu.js';
 
@@ -169,13 +169,12 @@ async function startOnce(opts: RambootServerOptions, port: number, token: string
   if (opts.ipxeDir !== undefined) args.push('--ipxe-dir', opts.ipxeDir);
   args.push(...(opts.extraArgs ?? []));
   const name = opts.name ?? 'ramboot-server';
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const proc = new ManagedProcess({
     name,
     argv: opts.wrap ? opts.wrap(args) : args,
     cwd: REPO_ROOT,
     env: opts.env ?? process.env,
-    logFile: join(TEST_LOG_DIR, `${name}-${stamp}-${process.pid}.log`),
+    logFile: testLogPath(name),
   });
   try {
     await proc.waitFor(/"event":"http\.listening"/, {

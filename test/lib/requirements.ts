@@ -107,7 +107,11 @@ export function isCI(): boolean {
  *   if (!requirements(t, ['root', 'qemu'])) return;
  */
 export function requirements(t: RequirementTest, reqs: readonly Requirement[]): boolean {
-  const missing = missingRequirements(reqs);
+  return reportMissing(t, missingRequirements(reqs));
+}
+
+/** The reporting half of `requirements`: true when `missing` is empty, else skip (or fail under CI). */
+export function reportMissing(t: RequirementTest, missing: readonly string[]): boolean {
   if (missing.length === 0) return true;
   const reason = missing.join('; ');
   if (isCI()) {
