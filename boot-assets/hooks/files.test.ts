@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
 import { requirements } from '../../test/lib/requirements.js';
@@ -185,4 +185,79 @@ t.test('ramboot-ssh-hostkeys: ed25519 + ecdsa, no RSA, existing keys kept', asyn
   t.match(ed, /^ssh-ed25519 /);
   t.equal(run().status, 0);
   t.equal(readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8'), ed, 'kept on a second run');
+});
+
+t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: keys, hostname, phone_home', async (t) => {
+  if (!requirements(t, ['ssh-keygen'])) return;
+  const { machineRecordSchema } = await import('../../server/machines/model.js');
+  const { userData, metaData } = await import('../../server/boot/cloud-config.js');
+  const { hostKeysFromPhoneHome } = await import('../../server/boot/host-keys.js');
+  const dir = tempDir(t, 'nocloud');
+  const prefix = join(dir, 'root');
+  mkdirSync(join(prefix, 'etc/ssh'), { recursive: true });
+  writeFileSync(join(prefix, 'etc/hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\tramboot\n');
+  writeFileSync(join(prefix, 'etc/hostname'), 'ramboot\n');
+  const env = { PATH: `${process.env['PATH'] ?? ''}:/usr/bin` };
+  t.equal(spawnSync(join(FILES, 'ramboot-ssh-hostkeys'), [], { env: { ...env, RAMBOOT_SSH_DIR: join(prefix, 'etc/ssh') } }).status, 0, 'host keys');
+  const userKeys: string[] = [];
+  for (const type of ['ed25519', 'ecdsa']) {
+    const k = join(dir, `user_${type}`);
+    spawnSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', `admin ${type}: "quoted"`, '-f', k], { env });
+    userKeys.push(readFileSync(`${k}.pub`, 'utf8').trim());
+  }
+  const record = machineRecordSchema.parse({ mac: '52:54:00:12:34:56', hostname: 'web1.example.com', sshKeys: userKeys, userData: { runcmd: ['echo hi'] } });
+
+  const phoneHomes: string[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      const url = req.url ?? '';
+      if (req.method === 'GET' && url === '/cloud-init/m/tok/user-data') res.end(userData(record, `${base}/cloud-init/m/tok/`));
+      else if (req.method === 'GET' && url === '/cloud-init/m/tok/meta-data') res.end(metaData(record, 'session0123456789'));
+      else if (req.method === 'POST' && url === '/cloud-init/m/tok/phone-home') {
+        phoneHomes.push(body);
+        res.end('ok\n');
+      } else {
+        res.statusCode = 404;
+        res.end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const kernelHostname = join(dir, 'kernel-hostname');
+  writeFileSync(kernelHostname, 'ramboot-525400123456\n');
+  const r = await runScript(join(FILES, 'ramboot-nocloud'), [], {
+    RAMBOOT_CMDLINE: `console=ttyS0 ds=nocloud-net;s=${base}/cloud-init/m/tok/`,
+    RAMBOOT_NOCLOUD_ROOT: prefix,
+    RAMBOOT_HOSTNAME_FILE: kernelHostname,
+    RAMBOOT_NOCLOUD_TRIES: '2',
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(readFileSync(join(prefix, 'root/.ssh/authorized_keys'), 'utf8'), userKeys.map((k) => `${k}\n`).join(''), 'root gets exactly the registered keys (quoted comments too)');
+  t.equal(statSync(join(prefix, 'root/.ssh/authorized_keys')).mode & 0o777, 0o600);
+  t.equal(statSync(join(prefix, 'root/.ssh')).mode & 0o777, 0o700);
+  t.equal(readFileSync(kernelHostname, 'utf8'), 'web1\n', 'hostname set');
+  t.equal(readFileSync(join(prefix, 'etc/hostname'), 'utf8'), 'web1\n');
+  t.equal(readFileSync(join(prefix, 'etc/hosts'), 'utf8'), '127.0.0.1\tlocalhost\n127.0.1.1\tweb1.example.com web1\n');
+  t.equal(phoneHomes.length, 1, 'phoned home once');
+  const form = Object.fromEntries(new URLSearchParams(phoneHomes[0] ?? ''));
+  t.equal(form['hostname'], 'web1');
+  t.equal(form['fqdn'], 'web1.example.com');
+  t.match(form['instance_id'] ?? '', /^ramboot-525400123456-/);
+  const hostKeys = hostKeysFromPhoneHome(form);
+  t.equal(hostKeys.length, 2, 'the server reads both host keys from the post');
+  t.match(hostKeys[0] ?? '', /^ssh-ed25519 /);
+
+  const none = await runScript(join(FILES, 'ramboot-nocloud'), [], { RAMBOOT_CMDLINE: 'quiet', RAMBOOT_NOCLOUD_ROOT: prefix });
+  t.equal(none.code, 0, 'no seed: nothing to do, not an error');
+  const bad = await runScript(join(FILES, 'ramboot-nocloud'), [], {
+    RAMBOOT_CMDLINE: `ds=nocloud-net;s=${base}/missing/`, RAMBOOT_NOCLOUD_ROOT: prefix, RAMBOOT_NOCLOUD_TRIES: '1',
+  });
+  t.equal(bad.code, 1, 'seed unreachable: the unit fails (visible in systemctl --failed)');
+  t.match(bad.stderr, /cannot fetch/);
 });

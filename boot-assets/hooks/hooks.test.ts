@@ -159,7 +159,11 @@ t.test('all hooks against a fake Debian root', async (t) => {
   });
 
   t.test('progress events service', async (t) => {
-    t.equal(statSync(join(root, 'usr/local/sbin/ramboot-report')).mode & 0o777, 0o755);
+    t.equal(linkOf(root, 'usr/local/sbin/ramboot-report'), '../lib/ramboot/ramboot-report');
+    for (const f of ['ramboot-report', 'ramboot-seed-url', 'ramboot-report-boot']) {
+      t.equal(statSync(join(root, 'usr/local/lib/ramboot', f)).mode & 0o777, 0o755, f);
+    }
+    t.notOk(existsSync(join(root, 'etc/systemd/system/ramboot-nocloud.service')), 'cloud-init image: no lean NoCloud reader');
     for (const [unit, arg] of [['ramboot-report-booted.service', 'booted'], ['ramboot-report-sshd.service', 'sshd']] as const) {
       const text = read(root, `etc/systemd/system/${unit}`);
       t.match(text, /^Type=exec$/m, `${unit} never blocks the boot`);
@@ -209,6 +213,12 @@ t.test('all hooks against a fake Debian root', async (t) => {
 t.test('lean root (no cloud-init, no resolved): hooks adapt, no host resolver shipped', async (t) => {
   const root = await hookedRoot(t);
   t.notOk(existsSync(join(root, 'etc/cloud')), 'no cloud-init config created');
+  const unit = read(root, 'etc/systemd/system/ramboot-nocloud.service');
+  t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud$/m, 'lean NoCloud reader installed');
+  t.match(unit, /^Before=ramboot-report-sshd\.service$/m, 'sshd.ready is reported once the keys are in place');
+  t.notMatch(unit, /^Before=.*ssh\.service/m, 'sshd does not wait for it');
+  t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
+  t.ok(existsSync(join(root, 'usr/local/lib/ramboot/ramboot-seed-url')));
   t.notOk(lstatSync(join(root, 'etc/resolv.conf')).isSymbolicLink());
   t.notMatch(read(root, 'etc/resolv.conf'), /192\.0\.2\.53/, 'build host resolver removed');
   const before = snapshot(root);
