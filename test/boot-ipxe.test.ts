@@ -39,7 +39,10 @@ async function registerMachine(t: Test, srv: RambootServer, sshKey: string): Pro
     boot: 'ramboot',
     image: 'test',
   });
-  t.ok(res.status === 200 || res.status === 201, `PUT machine -> ${res.status} ${res.text.slice(0, 300)}`);
+  const ok = res.status === 200 || res.status === 201;
+  t.ok(ok, `PUT machine -> ${res.status}`);
+  // no point booting a VM for minutes when registration failed
+  if (!ok) throw new Error(`PUT /api/v1/machines/${MAC} -> ${res.status} ${res.text.slice(0, 500)}`);
 }
 
 /** Server + test image + registered machine. */
@@ -96,7 +99,8 @@ t.test('iPXE boots a registered machine (ramboot), then stops booting it once sw
 
   await t.test('boot: local -> iPXE exits, the BIOS moves on, no kernel', async (t) => {
     const res = await srv.api('PATCH', `/api/v1/machines/${MAC}`, { boot: 'local' });
-    t.equal(res.status, 200, `PATCH boot=local -> ${res.status} ${res.text.slice(0, 300)}`);
+    t.equal(res.status, 200, 'PATCH boot=local');
+    if (res.status !== 200) throw new Error(`PATCH -> ${res.status} ${res.text.slice(0, 500)}`);
     const vm = startQemu(t, {
       name: 'boot-ipxe-local',
       memoryMiB: 512,
