@@ -53,11 +53,15 @@ export interface TftpServerOptions {
   maxTransfers?: number;
   /** Files larger than this are refused (they are read into memory). Default 512 MiB. */
   maxFileBytes?: number;
-  /** Retransmission timeout bounds in ms. Defaults 500 / 20 / 2000 (the max is the client's `timeout` option when it sets one). */
+  /**
+   * Retransmission timeout bounds in ms. Defaults 500 / 20 / 6000 (the max is the client's `timeout`
+   * option when it sets one). The max must exceed common client timeouts (5 s): atftp, for one, ignores
+   * repeated duplicate DATA until its own timer fires, and only a silent gap lets that timer fire.
+   */
   initialRtoMs?: number;
   minRtoMs?: number;
   maxRtoMs?: number;
-  /** Abort a transfer when no ACK advanced it for this long. Default 20000 ms. */
+  /** Abort a transfer when no ACK advanced it for this long. Default 30000 ms. */
   giveUpMs?: number;
 }
 
@@ -121,8 +125,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     maxFileBytes: intIn('maxFileBytes', opts.maxFileBytes, 512 * 1024 * 1024, 0, 2 ** 32),
     initialRtoMs: intIn('initialRtoMs', opts.initialRtoMs, 500, 1, 60_000),
     minRtoMs: intIn('minRtoMs', opts.minRtoMs, 20, 1, 60_000),
-    maxRtoMs: intIn('maxRtoMs', opts.maxRtoMs, 2000, 1, 255_000),
-    giveUpMs: intIn('giveUpMs', opts.giveUpMs, 20_000, 1, 3_600_000),
+    maxRtoMs: intIn('maxRtoMs', opts.maxRtoMs, 6000, 1, 255_000),
+    giveUpMs: intIn('giveUpMs', opts.giveUpMs, 30_000, 1, 3_600_000),
   };
   intIn('port', opts.port, 0, 0, 65535);
   const root = await realpath(opts.root).catch((err: NodeJS.ErrnoException) => {

@@ -77,6 +77,8 @@ export interface Fetch {
   windowsize?: number;
   /** tftp-hpa only: 'binary' (default) or 'netascii'. */
   mode?: 'binary' | 'netascii';
+  /** atftp only: its retransmission timeout in seconds (default 5). */
+  clientTimeoutSec?: number;
 }
 
 /** The command line that makes `client` fetch `remote` into `local`. */
@@ -89,6 +91,7 @@ export function clientArgv(f: Fetch): string[] {
       const opts: string[] = [];
       if (f.blksize) opts.push('--option', `blksize ${f.blksize}`);
       if (f.windowsize) opts.push('--option', `windowsize ${f.windowsize}`);
+      if (f.clientTimeoutSec) opts.push('--tftp-timeout', String(f.clientTimeoutSec));
       return ['atftp', ...opts, '-g', '-r', f.remote, '-l', f.local, f.host, port];
     }
     case 'busybox':
@@ -117,3 +120,53 @@ export function needExecutables(t: RequirementTest, tools: ReadonlyArray<{ exe: 
   }
   return false;
 }
+
+export interface Cell {
+  client: ClientName;
+  remote: string;
+  blksize?: number;
+  windowsize?: number;
+  clientTimeoutSec?: number;
+}
+
+export interface CellResult {
+  label: string;
+  ok: boolean;
+  ms: number;
+  exit: number | null;
+  stderr: string;
+}
+
+export function cellLabel(c: Cell): string {
+  return `${c.client} ${c.remote}${c.blksize ? ` blksize ${c.blksize}` : ''}${c.windowsize ? ` windowsize ${c.windowsize}` : ''}`;
+}
+
+/** Runs each cell's client against host:port, one after another, and checks sha256 against `want`. */
+export async function runCells(
+  host: string, port: number, cells: readonly Cell[], want: Record<string, string>, outDir: string, timeoutMs: number,
+): Promise<CellResult[]> {
+  const results: CellResult[] = [];
+  let n = 0;
+  for (const c of cells) {
+    const local = join(outDir, `${n++}-${c.remote}`);
+    const r = await runClient(clientArgv({ ...c, host, port, local }), timeoutMs);
+    const got = await sha256File(local).catch(() => 'missing');
+    results.push({ label: cellLabel(c), ok: got === want[c.remote], ms: r.ms, exit: r.code, stderr: r.stderr.slice(-500) });
+  }
+  return results;
+}
+
+/** The transfers every loss scenario runs: windowsize 1/4/16 with atftp, plus the plain clients. */
+// atftp ignores repeated duplicates until its own timer fires (see server.ts maxRtoMs), so when both its
+// ACK and its one "extra" ACK are lost it waits out its timeout: 1 s here instead of 5 keeps the test short.
+export const LOSS_CELLS: readonly Cell[] = [
+  { client: 'atftp', remote: 'mid.bin', blksize: 1468, windowsize: 1, clientTimeoutSec: 1 },
+  { client: 'atftp', remote: 'mid.bin', blksize: 1468, windowsize: 4, clientTimeoutSec: 1 },
+  { client: 'atftp', remote: 'mid.bin', blksize: 1468, windowsize: 16, clientTimeoutSec: 1 },
+  { client: 'atftp', remote: 'mid.bin', blksize: 512, windowsize: 16, clientTimeoutSec: 1 },
+  { client: 'atftp', remote: 'mid.bin', blksize: 8192, windowsize: 4, clientTimeoutSec: 1 },
+  { client: 'tftp-hpa', remote: 'small.bin' },
+  { client: 'busybox', remote: 'small.bin', blksize: 1432 },
+  { client: 'curl', remote: 'small.bin', blksize: 1432 },
+];
+export const LOSS_FILES = { 'mid.bin': 2 * 1024 * 1024 + 3, 'small.bin': 512 * 1024 - 1 };

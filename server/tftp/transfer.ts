@@ -65,7 +65,11 @@ export class Transfer {
 
   start(): void {
     this.cfg.socket.on('message', (msg: Buffer) => this.onMessage(msg));
-    this.cfg.socket.on('error', (err: Error) => this.finish({ outcome: 'error', error: `socket: ${err.message}` }));
+    this.cfg.socket.on('error', (err: NodeJS.ErrnoException) => {
+      // The client's port is gone (ICMP port unreachable): stop. Anything else (ENOBUFS, EPERM from a
+      // firewall, EAGAIN) is treated like a lost packet: the retransmission timer recovers or gives up.
+      if (err.code === 'ECONNREFUSED') this.finish({ outcome: 'error', error: 'client port unreachable' });
+    });
     this.transmit();
   }
 

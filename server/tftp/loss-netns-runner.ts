@@ -1,0 +1,58 @@
+/**
+ * Runs INSIDE a fresh network namespace (started by loss.test.ts under `unshare --net --pid --fork
+ * --kill-child`): impairs loopback, serves the loss fixtures, runs the loss cells, prints one JSON line.
+ * Not a test on its own.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { silentLogger } from '../log.js';
+import { startTftpServer } from './server.js';
+import { LOSS_CELLS, LOSS_FILES, makeRandomFile, runCells, tempDir } from './test-support.js';
+
+const run = promisify(execFile);
+
+async function impair(): Promise<string> {
+  await run('ip', ['link', 'set', 'lo', 'up']);
+  try {
+    await run('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'loss', '5%', 'duplicate', '5%', 'reorder', '10%', 'delay', '1ms']);
+    return 'tc netem loss 5% duplicate 5% reorder 10% delay 1ms';
+  } catch {
+    // This kernel has no sch_netem (CONFIG_NET_SCH_NETEM unset): netfilter does loss and duplication.
+    await run('iptables', ['-A', 'INPUT', '-i', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP']);
+    await run('iptables', ['-t', 'mangle', '-A', 'OUTPUT', '-o', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'TEE', '--gateway', '127.0.0.1']);
+    return 'iptables: 5% of UDP dropped on input, 5% duplicated (TEE) on output (no netem in this kernel)';
+  }
+}
+
+async function counters(): Promise<string> {
+  try {
+    const a = await run('iptables', ['-L', 'INPUT', '-n', '-v', '-x']);
+    const b = await run('iptables', ['-t', 'mangle', '-L', 'OUTPUT', '-n', '-v', '-x']);
+    return (a.stdout + b.stdout).split('\n').filter((l) => /DROP|TEE/.test(l)).map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
+  } catch {
+    const q = await run('tc', ['-s', 'qdisc', 'show', 'dev', 'lo']);
+    return q.stdout.replace(/\s+/g, ' ');
+  }
+}
+
+const impairment = await impair();
+const tmp = await tempDir('ramboot-tftp-netns-');
+try {
+  const root = join(tmp.dir, 'root');
+  const out = join(tmp.dir, 'out');
+  await mkdir(root);
+  await mkdir(out);
+  const want: Record<string, string> = {};
+  for (const [name, size] of Object.entries(LOSS_FILES)) want[name] = (await makeRandomFile(root, name, size)).sha256;
+  let retransmits = 0;
+  const server = await startTftpServer({
+    host: '127.0.0.1', port: 0, root, logger: silentLogger(), onTransfer: (e) => (retransmits += e.retransmits),
+  });
+  const results = await runCells('127.0.0.1', server.address().port, LOSS_CELLS, want, out, 120_000);
+  await server.close();
+  process.stdout.write(`${JSON.stringify({ impairment, results, counters: await counters(), retransmits })}\n`);
+} finally {
+  await tmp.cleanup();
+}
