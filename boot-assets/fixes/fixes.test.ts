@@ -99,6 +99,18 @@ t.test('root device unknown: the root entry is kept and a warning printed', asyn
   t.match(r.stderr, /warning: root entry kept/);
 });
 
+t.test('initramfs resume setting follows the new swap area, or none', async (t) => {
+  const dir = join(FIXTURES, 'multi-swap');
+  const root = target(t, { 'etc/fstab': read(dir, 'fstab.in'), 'etc/initramfs-tools/conf.d/resume': '# resume\nRESUME=UUID=swap-gone-1\n' });
+  t.equal(fix(['--devices', join(dir, 'devices'), root]).status, 0);
+  t.equal(read(root, 'etc/initramfs-tools/conf.d/resume'), '# resume\nRESUME=UUID=00000000-0000-4000-8000-0000000000a2\n');
+  const noSwap = target(t, { 'etc/fstab': 'UUID=x / ext4 defaults 0 1\nUUID=gone none swap sw 0 0\n', 'etc/initramfs-tools/conf.d/resume': 'RESUME=UUID=gone\n' });
+  const devices = join(tempDir(t, 'dev'), 'devices');
+  writeFileSync(devices, 'DEVNAME=/dev/vda1\nUUID=x\nTYPE=ext4\nMOUNTPOINT=/\n');
+  t.equal(fix(['--devices', devices, noSwap]).status, 0);
+  t.equal(read(noSwap, 'etc/initramfs-tools/conf.d/resume'), 'RESUME=none\n', 'swap gone: no resume device to wait for');
+});
+
 t.test('persistent net rules removed, the generator mask and unrelated files kept', async (t) => {
   const root = target(t, {
     'etc/fstab': '',
