@@ -93,7 +93,7 @@ t.test('not root: clear message, exit 2', async (t) => {
     wrap: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'],
     env: { ...process.env, HOME: '/tmp', TSX_TSCONFIG_PATH: join(REPO_ROOT, 'tsconfig.json') },
   });
-  t.equal(r.code, 2, r.stderr.split('\n')[0]);
+  t.equal(r.code, 2, r.stderr.split('\n')[0] ?? '');
   t.match(r.stderr, /must run as root/);
   await assertIntact(t, dir, manifest);
 });

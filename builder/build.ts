@@ -1,5 +1,7 @@
 import { mkdir, mkdtemp, rm, rename, readFile, writeFile, copyFile, statfs, stat, access, lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { rootKey, restoreRoot, storeRoot } from './root-cache.js';
 import type { Logger } from '../server/log.js';
 import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
 import type { BuildOptions } from './options.js';
@@ -35,8 +37,8 @@ async function which(tool: string): Promise<boolean> {
   return false;
 }
 
-/** Quick checks before the long part: root, tools, space, mirror and suite. */
-export async function preflight(o: BuildOptions): Promise<void> {
+/** Quick checks before the long part; returns the sha256 of the suite's InRelease (cache key). */
+export async function preflight(o: BuildOptions): Promise<string> {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new BuildError('not-root', 'ramboot build must run as root (mmdebstrap root mode, chroot and device nodes need it): run it with sudo');
   }
@@ -52,13 +54,14 @@ export async function preflight(o: BuildOptions): Promise<void> {
   let res: Response;
   const url = `${o.mirror}/dists/${o.suite}/InRelease`;
   try {
-    res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(20_000), redirect: 'follow' });
+    res = await fetch(url, { signal: AbortSignal.timeout(30_000), redirect: 'follow' });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new BuildError('mirror-unreachable', `mirror unreachable: ${o.mirror} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
   }
   if (res.status === 404) throw new BuildError('unknown-suite', `unknown suite "${o.suite}" on mirror ${o.mirror} (${url}: 404)`);
   if (!res.ok) throw new BuildError('mirror-unreachable', `mirror ${o.mirror} answered ${res.status} for ${url}`);
+  return createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex');
 }
 
 async function treeBytes(dir: string): Promise<number> {
@@ -96,7 +99,7 @@ function parsePackages(tsv: string): Array<{ name: string; version: string }> {
 /** `ramboot build`: root with mmdebstrap, kernel, hooks, initrd, manifest, then an atomic swap. */
 export async function build(o: BuildOptions, logger: Logger): Promise<BuildResult> {
   const started = Date.now();
-  await preflight(o);
+  const inRelease = await preflight(o);
   const imagesDir = join(o.dataDir, 'images');
   const cacheDir = join(o.dataDir, 'cache', 'apt');
   const buildsDir = join(o.dataDir, 'build');
@@ -112,10 +115,17 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
   logger.info({ event: 'build.start', name: o.name, flavour: o.flavour, suite: o.suite, mirror: o.mirror, work });
   try {
     await mkdir(out, { recursive: true });
-    await debootstrap({
-      suite: o.suite, mirror: o.mirror, packages, rootDir: root, cacheDir, outDir: out,
-      sourceDateEpoch: o.sourceDateEpoch, logger,
-    });
+    const key = await rootKey({ suite: o.suite, mirror: o.mirror, packages, sourceDateEpoch: o.sourceDateEpoch, inRelease });
+    if (await restoreRoot(cacheDir, key, root, out)) {
+      logger.info({ event: 'build.step', step: 'root restored from cache', key });
+    } else {
+      await debootstrap({
+        suite: o.suite, mirror: o.mirror, packages, rootDir: root, cacheDir, outDir: out,
+        sourceDateEpoch: o.sourceDateEpoch, logger,
+      });
+      logger.info({ event: 'build.step', step: 'caching the root', key });
+      await storeRoot(cacheDir, key, root, out);
+    }
     logger.info({ event: 'build.step', step: 'kernel' });
     const kernel = await installKernel(join(out, 'kernel.deb'), work, root);
     logger.info({ event: 'build.step', step: 'hooks' });

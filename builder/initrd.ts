@@ -50,7 +50,7 @@ export async function sha256File(path: string): Promise<string> {
 export async function makeSquashfs(rootDir: string, out: string, epoch: number): Promise<void> {
   await runOk('mksquashfs', [
     rootDir, out, '-noappend', '-no-progress', '-quiet',
-    '-comp', 'zstd', '-Xcompression-level', '19', '-b', '262144',
+    '-comp', 'zstd', '-Xcompression-level', '15', '-b', '262144',
     '-mkfs-time', String(epoch), '-all-time', String(epoch),
     // mksquashfs refuses SOURCE_DATE_EPOCH together with -all-time (and alone it only clamps).
   ], { env: { SOURCE_DATE_EPOCH: undefined } });

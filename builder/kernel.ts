@@ -3,29 +3,39 @@ import { join, basename } from 'node:path';
 import { runOk } from './run.js';
 
 /**
- * Module trees of Debian's generic kernel left out of the image (paths under
- * lib/modules/<ver>/kernel/). Kept: every NIC and storage driver, filesystems, md/dm, crypto,
- * USB host + HID (a console keyboard), netfilter-free networking. Dropped: graphics, sound, media,
- * wireless, bluetooth, staging, InfiniBand, industrial I/O and other things an imaging OS never uses.
+ * Module trees of Debian's generic kernel kept in the image (paths under lib/modules/<ver>/kernel/),
+ * plus whatever they depend on. Kept: every Ethernet NIC, SATA/SAS/NVMe/RAID/virtio storage, md/dm,
+ * USB host + storage + HID (a console keyboard), filesystems an imaging job meets, crypto, lib.
+ * Everything else (graphics, sound, media, wireless, Fibre Channel/iSCSI HBAs, InfiniBand...) goes:
+ * the generic kernel's 391 MiB of modules would otherwise be most of the image.
  */
-export const PRUNED_MODULE_DIRS = [
-  'drivers/gpu', 'drivers/media', 'drivers/staging', 'drivers/infiniband', 'drivers/iio',
-  'drivers/net/wireless', 'drivers/net/can', 'drivers/net/wwan', 'drivers/net/ieee802154',
-  'drivers/bluetooth', 'drivers/isdn', 'drivers/input/touchscreen', 'drivers/input/joystick',
-  'drivers/input/tablet', 'drivers/input/misc', 'drivers/mtd', 'drivers/nfc',
-  'drivers/w1', 'drivers/comedi', 'drivers/video', 'drivers/usb/gadget',
-  'drivers/usb/serial', 'drivers/usb/misc', 'drivers/gnss', 'drivers/fpga', 'drivers/thunderbolt', 'drivers/platform/chrome',
-  'drivers/platform/surface', 'drivers/hid/intel-ish-hid', 'drivers/atm', 'drivers/net/hamradio', 'drivers/net/arcnet', 'drivers/net/fddi',
-  'drivers/net/ppp', 'drivers/net/slip', 'drivers/net/plip', 'drivers/net/wan', 'drivers/net/dsa',
-  'drivers/char/tpm', 'drivers/char/ipmi', 'drivers/edac', 'drivers/memstick', 'drivers/mmc',
-  'drivers/ptp/ptp_ocp.ko', 'drivers/soundwire', 'drivers/ntb', 'drivers/vdpa', 'drivers/vhost',
-  'drivers/uio', 'drivers/xen', 'drivers/hv', 'drivers/accel', 'drivers/dma/idxd',
-  'sound', 'net/wireless', 'net/mac80211', 'net/bluetooth', 'net/netfilter', 'net/ipv4/netfilter',
-  'net/ipv6/netfilter', 'net/bridge/netfilter', 'net/sched', 'net/mac802154', 'net/ieee802154',
-  'net/nfc', 'net/rxrpc', 'net/sunrpc', 'net/ceph', 'net/rds', 'net/sctp', 'net/tipc', 'net/netrom',
-  'net/rose', 'net/ax25', 'net/atm', 'net/can', 'net/openvswitch', 'net/mpls', 'net/batman-adv',
-  'fs/nfs', 'fs/nfsd', 'fs/ceph', 'fs/smb', 'fs/cifs', 'fs/ocfs2', 'fs/gfs2', 'fs/afs', 'fs/orangefs',
-  'fs/coda', 'fs/9p', 'fs/dlm', 'fs/lockd', 'fs/nfs_common', 'fs/ntfs3', 'fs/ubifs', 'fs/jffs2',
+export const KEPT_MODULE_DIRS = [
+  'drivers/net/ethernet', 'drivers/net/phy', 'drivers/net/mdio', 'drivers/net/pcs', 'drivers/net/usb',
+  'drivers/net/bonding', 'drivers/net/team', 'drivers/net/vmxnet3', 'drivers/net/virtio_net.ko',
+  'drivers/net/net_failover.ko', 'drivers/net/mii.ko', 'drivers/net/tun.ko', 'drivers/net/macvlan.ko',
+  'drivers/net/dummy.ko', 'drivers/net/veth.ko', 'drivers/net/mdio.ko',
+  'drivers/ata', 'drivers/nvme', 'drivers/block', 'drivers/md', 'drivers/virtio', 'drivers/scsi',
+  'drivers/message', 'drivers/cdrom', 'drivers/usb/host', 'drivers/usb/storage', 'drivers/usb/core',
+  'drivers/usb/common', 'drivers/hid/usbhid', 'drivers/hid/hid-generic.ko', 'drivers/hid/hid.ko',
+  'drivers/input/keyboard', 'drivers/input/serio', 'drivers/pci', 'drivers/char/virtio_console.ko',
+  'drivers/char/hw_random', 'drivers/ptp', 'drivers/pps', 'drivers/dca', 'drivers/dma/ioat',
+  'drivers/nvmem', 'drivers/firmware/efi',
+  'fs/ext4', 'fs/jbd2', 'fs/mbcache.ko', 'fs/xfs', 'fs/btrfs', 'fs/fat', 'fs/exfat', 'fs/nls',
+  'fs/squashfs', 'fs/overlayfs', 'fs/isofs', 'fs/udf', 'fs/fuse', 'fs/efivarfs', 'fs/ntfs3',
+  'crypto', 'arch/x86/crypto', 'lib',
+  'net/8021q', 'net/802', 'net/llc', 'net/bridge/bridge.ko', 'net/packet', 'net/ipv4', 'net/ipv6',
+  'net/core', 'net/unix',
+];
+
+/** Inside the kept trees, still dropped: Fibre Channel and iSCSI offload HBAs (big, never boot media here). */
+export const DROPPED_MODULE_DIRS = [
+  'drivers/scsi/lpfc', 'drivers/scsi/qla2xxx', 'drivers/scsi/qla4xxx', 'drivers/scsi/bfa',
+  'drivers/scsi/be2iscsi', 'drivers/scsi/bnx2fc', 'drivers/scsi/bnx2i', 'drivers/scsi/csiostor',
+  'drivers/scsi/cxgbi', 'drivers/scsi/fcoe', 'drivers/scsi/fnic', 'drivers/scsi/qedf', 'drivers/scsi/qedi',
+  'drivers/scsi/snic', 'drivers/scsi/libfc', 'drivers/scsi/aic7xxx', 'drivers/scsi/aic94xx',
+  'drivers/scsi/pcmcia', 'drivers/scsi/elx', 'drivers/block/drbd', 'drivers/block/rnbd',
+  'drivers/nvme/target', 'drivers/nvme/host/nvme-fc.ko', 'drivers/nvme/host/nvme-rdma.ko',
+  'drivers/md/bcache',
 ];
 
 /** Modules /init loads (when they are modules; built-ins are skipped). */
@@ -51,40 +61,53 @@ export async function installKernel(kernelDeb: string, workDir: string, rootDir:
   const vmlinuz = join(workDir, 'vmlinuz');
   await copyFile(join(x, 'boot', `vmlinuz-${version}`), vmlinuz);
   const modTree = join(x, 'lib', 'modules', version);
-  await pruneModules(modTree);
   const dest = join(rootDir, 'usr', 'lib', 'modules');
   await mkdir(dest, { recursive: true });
   await rm(join(dest, version), { recursive: true, force: true });
   await rename(modTree, join(dest, version));
-  // Debian's System.map is a stub, so depmod cannot check symbols: pruneModules used the package's
-  // own modules.dep to drop every module that needed a pruned one.
+  // The package ships no modules.dep: the root's depmod makes one for the full tree, pruning uses
+  // it (Debian's System.map is a stub, so symbols cannot be checked otherwise), then depmod again.
+  await runOk('chroot', [rootDir, 'depmod', '-a', version]);
+  await pruneModules(join(dest, version));
   await runOk('chroot', [rootDir, 'depmod', '-a', version]);
   return { version, vmlinuz };
 }
 
+const under = (m: string, dirs: readonly string[]): boolean =>
+  dirs.some((d) => m === `kernel/${d}` || m.startsWith(`kernel/${d}/`));
+
 /**
- * Removes PRUNED_MODULE_DIRS and, using the kernel's modules.dep, every remaining module that
- * depends (directly or not) on a removed one. Returns how many modules were removed.
+ * Keeps the modules under KEPT_MODULE_DIRS (minus DROPPED_MODULE_DIRS) and everything they depend
+ * on (the tree's modules.dep); deletes the rest. Returns [kept, removed] counts.
  */
-export async function pruneModules(modTree: string): Promise<number> {
+export async function pruneModules(modTree: string): Promise<[number, number]> {
   const deps = parseModulesDep(await readFile(join(modTree, 'modules.dep'), 'utf8'));
-  const gone = new Set<string>();
+  const keep = new Set<string>();
+  const visit = (m: string): void => {
+    if (keep.has(m)) return;
+    keep.add(m);
+    for (const d of deps.get(m) ?? []) visit(d);
+  };
+  for (const m of deps.keys()) if (under(m, KEPT_MODULE_DIRS) && !under(m, DROPPED_MODULE_DIRS)) visit(m);
+  let removed = 0;
   for (const m of deps.keys()) {
-    if (PRUNED_MODULE_DIRS.some((d) => m === `kernel/${d}` || m.startsWith(`kernel/${d}/`))) gone.add(m);
-  }
-  let changed = true;
-  while (changed) {
-    changed = false;
-    for (const [m, ds] of deps) {
-      if (!gone.has(m) && ds.some((d) => gone.has(d))) {
-        gone.add(m);
-        changed = true;
-      }
+    if (!keep.has(m)) {
+      await rm(join(modTree, m), { force: true });
+      removed++;
     }
   }
-  for (const m of gone) await rm(join(modTree, m), { force: true });
-  for (const d of PRUNED_MODULE_DIRS) await rm(join(modTree, 'kernel', d), { recursive: true, force: true });
-  return gone.size;
+  await removeEmptyDirs(join(modTree, 'kernel'));
+  return [keep.size, removed];
+}
+
+async function removeEmptyDirs(dir: string): Promise<boolean> {
+  let empty = true;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory() && (await removeEmptyDirs(join(dir, e.name)))) continue;
+    empty = false;
+  }
+  if (empty) await rm(dir, { recursive: true });
+  return empty;
 }
 
 function parseModulesDep(text: string): Map<string, string[]> {

@@ -54,7 +54,9 @@ customize)
   for f in "$root"/var/lib/apt/lists/*; do
     [ -f "$f" ] || continue
     case "$f" in *lock) continue ;; esac
-    cp -p "$f" "$RAMBOOT_CACHE/lists/"
+    t="$RAMBOOT_CACHE/lists/$(basename "$f")"
+    [ "$f" -ef "$t" ] && continue
+    cp -p "$f" "$t.new" && mv -f "$t.new" "$t"
   done
   ;;
 *)

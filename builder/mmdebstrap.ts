@@ -4,6 +4,8 @@ import type { Logger } from '../server/log.js';
 import { run } from './run.js';
 
 export const HOOK_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'mmdebstrap-hook.sh');
+/** Bump when the mmdebstrap arguments below change (part of the root cache key). */
+export const MMDEBSTRAP_ARGS_VERSION = 1;
 const MERGED_USR_HOOKS = '/usr/share/mmdebstrap/hooks/merged-usr';
 
 export interface DebootstrapInputs {
