@@ -148,7 +148,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   const emit = (ev: TftpTransferEvent): void => {
     const { outcome } = ev;
-    const level = outcome === 'ok' ? 'info' : 'warn';
+    // EDK2 (OVMF) first asks for tsize alone and aborts with ERROR 8 once it has the OACK: not a problem.
+    const probe = outcome === 'error' && ev.bytes === 0 && /^client error 8:/.test(ev.error ?? '');
+    const level = outcome === 'ok' || probe ? 'info' : 'warn';
     logger[level]({ event: 'tftp.transfer', ...ev }, `tftp ${outcome} ${ev.file}`);
     try {
       opts.onTransfer?.(ev);
@@ -275,7 +277,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   });
 
   const addr = listen.address();
-  logger.info({ event: 'tftp.listening', address: addr.address, port: addr.port, root });
+  logger.debug({ event: 'tftp.listening', address: addr.address, port: addr.port, root });
 
   return {
     address: () => ({ address: addr.address, port: addr.port }),
