@@ -8,7 +8,7 @@ import type { BuildOptions } from './options.js';
 import { packagesFor } from './packages.js';
 import { debootstrap, BuildError } from './mmdebstrap.js';
 import { installKernel, initrdModules } from './kernel.js';
-import { assembleInitrd, sha256File } from './initrd.js';
+import { assembleInitrd, sha256File, KERNEL_RESERVED_MIB } from './initrd.js';
 import { checkRootSafe } from './essentials.js';
 import { runHooks } from './hooks.js';
 import { runOk } from './run.js';
@@ -169,7 +169,7 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
       build: {
         design: 'squashfs-in-initrd',
         rootModes: { overlay: 'default: squashfs kept in RAM under a tmpfs overlay', copy: 'ramboot.root=copy: whole root copied into a tmpfs' },
-        minRamMiBCopy: Math.ceil(initrd.ram.minMemTotalKiBCopy / 1024) + 48,
+        minRamMiBCopy: Math.ceil(initrd.ram.minMemTotalKiBCopy / 1024) + KERNEL_RESERVED_MIB,
         flavour: o.flavour,
         suite: o.suite,
         mirror: o.mirror,
