@@ -51,6 +51,7 @@ export class Transfer {
   private rttvar = 0;
   private rto: number;
   private timer: NodeJS.Timeout | null = null;
+  private armedMs = 0;
   private done = false;
   /** An OACK is out and ACK 0 has not come back yet. */
   private oackPending: boolean;
@@ -111,8 +112,16 @@ export class Transfer {
   }
 
   private arm(): void {
+    // Re-arming happens once per window: refresh() the existing timer while the (10 ms-rounded)
+    // timeout is unchanged instead of allocating a new one.
+    const ms = Math.ceil(this.rto / 10) * 10;
+    if (this.timer && ms === this.armedMs) {
+      this.timer.refresh();
+      return;
+    }
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(this.onTimeout, Math.round(this.rto));
+    this.armedMs = ms;
+    this.timer = setTimeout(this.onTimeout, ms);
   }
 
   private onMessage(msg: Buffer): void {
