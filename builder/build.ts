@@ -18,7 +18,8 @@ export { BuildError };
 
 /** Free space a build needs in the data dir (root tree, squashfs, initrd, cache growth). */
 export const MIN_FREE_BYTES = 3 * 1024 ** 3;
-export const DEFAULT_CMDLINE = 'console=tty0 console=ttyS0,115200n8 ramboot.root=overlay';
+// quiet: every console line costs boot time (QEMU's UART runs at the set baud rate); errors still show.
+export const DEFAULT_CMDLINE = 'console=tty0 console=ttyS0,115200n8 quiet ramboot.root=overlay';
 const HOST_TOOLS = ['mmdebstrap', 'mksquashfs', 'dpkg-deb', 'chroot'];
 
 export interface BuildResult {
