@@ -119,8 +119,6 @@ t.test('refuses writes, traversal, symlinks out, bad modes; answers malformed pa
     ['option without value', rrq('ok.bin', 'octet', { blksize: '1024' }).subarray(0, -5), 4],
     ['oversized request', Buffer.concat([rrq('ok.bin'), Buffer.alloc(3000, 0x41), Buffer.from([0])]), 4],
     ['control byte in name', rrq('ok\x01.bin'), 4],
-    ['one byte', Buffer.from([1]), 4],
-    ['unknown opcode', Buffer.from([0, 9, 1, 2, 3]), 4],
   ];
   for (const [label, pkt, code] of cases) {
     const before = peer.replies.length;
@@ -130,14 +128,15 @@ t.test('refuses writes, traversal, symlinks out, bad modes; answers malformed pa
     t.ok(got && reply, `${label}: answered`);
     if (reply) t.equal(errCode(reply.msg), code, `${label}: ERROR ${code}`, { reply: reply.msg.toString('latin1') });
   }
-  // Stray DATA/ACK/ERROR/OACK to the listen port are dropped silently.
+  // Stray DATA/ACK/ERROR/OACK, unknown opcodes and runts to the listen port are dropped silently.
   const before = peer.replies.length;
-  for (const op of [3, 4, 5, 6]) peer.send(Buffer.from([0, op, 0, 1, 0]), port);
+  for (const op of [3, 4, 5, 6, 9, 0x101]) peer.send(Buffer.from([op >> 8, op & 0xff, 0, 1, 0]), port);
+  for (const runt of [[], [1], [0, 1], [0, 1, 0]]) peer.send(Buffer.from(runt), port);
   peer.send(rrq('sub/inner.txt'), port); // ordering marker: this one is answered
   await peer.until((r) => r.length > before, 5000);
   t.equal(opcode(peer.replies[before]!.msg), 3, 'stray packets got no answer; the next RRQ got DATA');
   t.same(await readdir(root).then((l) => l.sort()), ['alias.bin', 'leak', 'ok.bin', 'sub', 'up'], 'nothing was written');
-  t.ok(events.filter((e) => e.outcome === 'refused').length >= 17, 'refusals are reported as transfer events');
+  t.ok(events.filter((e) => e.outcome === 'refused').length >= 16, 'refusals are reported as transfer events');
 });
 
 t.test('a symlink inside the root is served; option names are case-insensitive', async (t) => {

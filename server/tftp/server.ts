@@ -15,7 +15,7 @@ import {
   ERR_ACCESS,
   ERR_ILLEGAL_OP,
   ERR_UNDEFINED,
-  OP_ERROR,
+  OP_RRQ,
   OP_WRQ,
   type Request,
 } from './packet.js';
@@ -245,10 +245,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     const parsed = parseRequest(msg);
     if (!parsed.ok) {
       logger.debug({ event: 'tftp.bad_packet', client, bytes: msg.length, reason: parsed.reason });
-      // Answer malformed requests; stray DATA/ACK/ERROR/OACK to the listen port are dropped silently.
-      const op = msg.length >= 2 ? msg.readUInt16BE(0) : -1;
-      if (op === 1 || op === 2) replyError(client.address, client.port, ERR_ILLEGAL_OP, parsed.reason);
-      else if (op !== OP_ERROR && op !== 3 && op !== 4 && op !== 6) replyError(client.address, client.port, ERR_ILLEGAL_OP, 'illegal TFTP operation');
+      // Malformed RRQ/WRQ get ERROR 4. Anything else (stray DATA/ACK/ERROR/OACK, unknown opcodes,
+      // runts) is dropped: answering tiny junk with larger errors would make us a UDP reflector.
+      const op = msg.length >= 4 ? msg.readUInt16BE(0) : -1;
+      if (op === OP_RRQ || op === OP_WRQ) replyError(client.address, client.port, ERR_ILLEGAL_OP, parsed.reason);
       return;
     }
     const req = parsed.value;
