@@ -17,6 +17,8 @@ import { startSeedServer } from './build-lib/seed-server.js';
  * line the server's per-MAC iPXE script gives, SSH in with the seed's key, then image a blank disk.
  */
 const MAC = '52:54:00:4a:11:01';
+// A cold build (mmdebstrap + dpkg in a chroot on 2 busy cores) can take 15 minutes before the boots.
+t.setTimeout(45 * 60_000);
 
 if (requirements(t, ['root', 'qemu', 'ssh-keygen', 'unshare', 'setpriv'])) {
   let image: BuiltImage;
