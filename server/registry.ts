@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from './log.js';
 import type { Mac } from './mac.js';
 import type { EventLog, MachineEvent } from './events/event-log.js';
@@ -6,7 +7,8 @@ import { HttpError } from './http/http-error.js';
 import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './machines/model.js';
 import type { MachineStore } from './store/store.js';
 
-const USED_SESSIONS_KEPT = 32;
+/** Phone-home sessions remembered per machine; sessions also expire (default 1 h). */
+const USED_SESSIONS_KEPT = 64;
 
 export interface PhoneHomeReport {
   sessionId: string;
@@ -34,7 +36,9 @@ export class Registry {
     });
   }
 
+  /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
   async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
+    if (!this.store.get(mac)) return;
     try {
       await this.events.append(mac, ev);
     } catch (e) {
@@ -47,7 +51,8 @@ export class Registry {
       if (ifMatch === '*' && !cur) throw new HttpError(412, 'If-Match: * but the machine does not exist');
       return;
     }
-    const want = ifMatch.split(',').map((s) => s.trim().replace(/^W\//, ''));
+    // If-Match uses strong comparison: weak tags (W/"...") never match
+    const want = ifMatch.split(',').map((s) => s.trim());
     if (!cur || !want.includes(etagOf(cur))) {
       throw new HttpError(412, `the machine changed since you read it (its ETag is now ${cur ? etagOf(cur) : 'none'}); GET it again`);
     }
@@ -188,6 +193,7 @@ export class Registry {
   }
 }
 
+/** Strong ETag: a digest of the whole stored record (changes with any edit, by API or by hand). */
 export function etagOf(r: MachineRecord): string {
-  return `"r${r.revision}"`;
+  return `"${createHash('sha256').update(JSON.stringify(r)).digest('base64url').slice(0, 22)}"`;
 }

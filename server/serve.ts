@@ -55,7 +55,7 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
   try {
     const { dataDir } = config;
     for (const d of [dataDir, join(dataDir, 'machines'), join(dataDir, 'images'), join(dataDir, 'events')]) {
-      await mkdir(d, { recursive: true }).catch((e: Error) => {
+      await mkdir(d, { recursive: true, mode: d === dataDir ? 0o755 : 0o700 }).catch((e: Error) => {
         throw new StartupError(`cannot create ${d}: ${e.message}`);
       });
     }
@@ -78,10 +78,11 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
     let publicUrl = config.publicUrl;
 
-    const app = createApp({ registry, booter, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl });
+    const app = createApp({ registry, booter, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     const server = createServer(app);
     server.keepAliveTimeout = 10_000;
-    server.requestTimeout = 0; // large image downloads on slow links
+    // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.
+    server.requestTimeout = 60_000;
     server.headersTimeout = 30_000;
     const addr = await listenHttp(server, config.httpListen.host, config.httpListen.port);
     cleanups.push(

@@ -149,5 +149,53 @@ t.test('a flood of unknown MACs cannot grow the registry past maxDiscovered', as
     t.match(sc, /exit 0/, 'still answered');
   }
   t.equal((await readdir(`${s.dataDir}/machines`)).length, 4, 'registered machine + 3 discovered');
+  t.ok((await readdir(`${s.dataDir}/events`)).length <= 4, 'no timeline files for MACs that were not recorded');
   t.ok(s.logs.some((l) => l.event === 'machine.discover-capped'), 'the cap is logged');
+});
+
+t.test('a hostile phone-home cannot inject known_hosts lines; a used session reads no more seed data', async (t) => {
+  const s = await startTestServer(t);
+  await writeFakeImage(s.dataDir, 'default');
+  await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [admin], boot: 'once' });
+  const seedPath = new URL(/;s=(\S+\/)/.exec(await script(s.url, `mac=${MAC}`))![1]!).pathname;
+  const evil = makeKeyPair().pub;
+  const form = new URLSearchParams({ pub_key_ed25519: evil, fqdn: `web1\n@cert-authority * ${evil}\n* ${evil}\n#`, hostname: 'bad host' });
+  t.equal((await fetch(`${s.url}${seedPath}phone-home`, { method: 'POST', body: form })).status, 200);
+  const m = (await s.api('GET', `/api/v1/machines/${MAC}`)).json as { status: { reportedHostname?: string } };
+  t.equal(m.status.reportedHostname, undefined, 'invalid reported host names are dropped');
+  const kh = (await s.api('GET', `/api/v1/machines/${MAC}/known_hosts`)).text;
+  t.equal(kh.split('\n').filter(Boolean).length, 1, 'one line per key');
+  t.match(kh, /^127\.0\.0\.1 ssh-ed25519 \S+\n$/);
+  t.notMatch(kh, /@cert-authority|^\*/m);
+  t.equal((await fetch(`${s.url}${seedPath}user-data`)).status, 404, 'seed of a session that phoned home is closed');
+});
+
+t.test('unknown machines booted by policy get the configured keys', async (t) => {
+  const { mkdtemp, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(`${tmpdir()}/ramboot-unknown-`);
+  await writeFile(`${dir}/ramboot.yaml`, `unknownMachines:\n  boot: ramboot\n  sshKeys: [${JSON.stringify(admin)}]\n`);
+  const s = await startTestServer(t, { config: `${dir}/ramboot.yaml` });
+  await writeFakeImage(s.dataDir, 'default');
+  const sc = await script(s.url, 'mac=02:00:00:00:02:01');
+  t.match(sc, /kernel /, 'policy boots unknown machines');
+  const ud = parse(await (await fetch(`${s.url}${new URL(/;s=(\S+\/)/.exec(sc)![1]!).pathname}user-data`)).text()) as Record<string, unknown>;
+  t.same(ud['ssh_authorized_keys'], [admin]);
+});
+
+t.test('an image whose manifest would inject iPXE commands is refused with a console message', async (t) => {
+  const s = await startTestServer(t);
+  await writeFakeImage(s.dataDir, 'default');
+  const { readFile, writeFile } = await import('node:fs/promises');
+  const mf = `${s.dataDir}/images/default/manifest.json`;
+  await writeFile(mf, JSON.stringify({ ...JSON.parse(await readFile(mf, 'utf8')), cmdline: 'console=ttyS0 ; shell' }));
+  await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [admin] });
+  let sc = '';
+  for (let i = 0; i < 100 && !/NOT BOOTING/.test(sc); i++) {
+    sc = await script(s.url, `mac=${MAC}`);
+    if (!/NOT BOOTING/.test(sc)) await s.waitForLog((l) => l.event === 'images.invalid-manifest', 200).catch(() => undefined);
+  }
+  t.match(sc, /NOT BOOTING .*image default is not available/);
+  t.notMatch(sc, /shell/);
+  t.ok(s.logs.some((l) => l.event === 'images.invalid-manifest' && /cmdline contains ";"/.test(String(l['reason']))));
 });

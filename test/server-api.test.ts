@@ -46,7 +46,8 @@ t.test('register, read, replace, patch, delete', async (t) => {
   const put = await s.api('PUT', '/api/v1/machines/AA-BB-CC-00-11-22', { hostname: 'Web1', sshKeys: [key], boot: 'once', image: 'default', kernelArgs: 'quiet', userData: { packages: ['htop'] } });
   t.equal(put.status, 201);
   t.match(put.json, { mac: MAC, hostname: 'web1', boot: 'once', image: 'default', kernelArgs: 'quiet', revision: 1, discovered: false, status: { state: 'registered' } });
-  t.equal(put.headers.get('etag'), '"r1"');
+  const etag1 = put.headers.get('etag') ?? '';
+  t.match(etag1, /^"[A-Za-z0-9_-]{22}"$/, 'strong ETag');
   const onDisk = JSON.parse(await readFile(machineFile(s), 'utf8')) as Record<string, unknown>;
   t.equal(onDisk['mac'], MAC, 'stored lower-case with colons');
 
@@ -58,15 +59,18 @@ t.test('register, read, replace, patch, delete', async (t) => {
   t.equal((list.json as { machines: unknown[] }).machines.length, 1);
 
   const rep = await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [key2] });
+  const etag2 = rep.headers.get('etag') ?? '';
+  t.not(etag2, etag1, 'ETag changes with the record');
   t.equal(rep.status, 200);
   t.match(rep.json, { revision: 2, boot: 'ramboot', image: 'default' });
   t.notOk((rep.json as Record<string, unknown>)['hostname'], 'PUT replaces the whole spec');
 
-  const stale = await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: 'x' }, { 'if-match': '"r1"' });
+  const stale = await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: 'x' }, { 'if-match': etag1 });
   t.equal(stale.status, 412, 'If-Match with an old ETag is refused');
-  const patched = await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: 'db1', boot: 'local' }, { 'if-match': '"r2"' });
+  const patched = await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: 'db1', boot: 'local' }, { 'if-match': etag2 });
   t.equal(patched.status, 200);
   t.match(patched.json, { hostname: 'db1', boot: 'local', sshKeys: [key2], revision: 3 });
+  t.equal((await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: 'x' }, { 'if-match': `W/${patched.headers.get('etag')}` })).status, 412, 'weak tags never match If-Match');
   const unset = await s.api('PATCH', `/api/v1/machines/${MAC}`, { hostname: null });
   t.notOk((unset.json as Record<string, unknown>)['hostname'], 'null removes a field');
   t.equal((await s.api('PATCH', '/api/v1/machines/00:00:00:00:00:01', { boot: 'local' })).status, 404);
@@ -99,6 +103,10 @@ t.test('bad input: clear error, nothing changes', async (t) => {
     ['unknown image', `/api/v1/machines/${MAC}`, { sshKeys: [key], image: 'nosuch' }, 400, /image.*does not exist/],
     ['image traversal', `/api/v1/machines/${MAC}`, { sshKeys: [key], image: '../../etc' }, 400, /image/],
     ['kernelArgs injection', `/api/v1/machines/${MAC}`, { sshKeys: [key], kernelArgs: 'a\nshell' }, 400, /kernelArgs/],
+    ['kernelArgs iPXE separator', `/api/v1/machines/${MAC}`, { sshKeys: [key], kernelArgs: 'quiet ; shell' }, 400, /kernelArgs contains ";"/],
+    ['kernelArgs iPXE or', `/api/v1/machines/${MAC}`, { sshKeys: [key], kernelArgs: 'quiet || shell' }, 400, /kernelArgs contains "\|\|"/],
+    ['kernelArgs iPXE comment', `/api/v1/machines/${MAC}`, { sshKeys: [key], kernelArgs: 'quiet #rest' }, 400, /kernelArgs .*"#"/],
+    ['__proto__ key', `/api/v1/machines/${MAC}`, `{"sshKeys":[${JSON.stringify(key)}],"userData":{"__proto__":{"x":1}}}`, 400, /userData\.__proto__/],
     ['body over 256 KiB', `/api/v1/machines/${MAC}`, { sshKeys: [key], userData: { big: 'x'.repeat(300 * 1024) } }, 413, /256 KiB/],
     ['not JSON content type', `/api/v1/machines/${MAC}`, 'hostname=x', 415, /JSON/, { 'content-type': 'application/x-www-form-urlencoded' }],
   ];
@@ -219,4 +227,36 @@ t.test('images: manifest files only, Range, HEAD, strong ETag, no traversal', as
     t.ok(r.status === 404 || r.status === 400, `${path} -> ${r.status}`);
     t.notMatch(r.body, /root:|not listed in the manifest/, `${path} leaks nothing`);
   }
+});
+
+t.test('review fixes: ETag after delete+recreate, hand edit right before an API write, file modes, 412/416 on images', async (t) => {
+  const s = await startTestServer(t);
+  const { files } = await writeFakeImage(s.dataDir, 'default');
+  const a = await s.api('PUT', `/api/v1/machines/${MAC}`, { hostname: 'alpha', sshKeys: [key] });
+  const etagA = a.headers.get('etag') ?? '';
+  await s.api('DELETE', `/api/v1/machines/${MAC}`);
+  const b = await s.api('PUT', `/api/v1/machines/${MAC}`, { hostname: 'bravo', sshKeys: [key] });
+  t.not(b.headers.get('etag'), etagA, 'a recreated machine has a new ETag');
+  t.equal((await s.api('PATCH', `/api/v1/machines/${MAC}`, { kernelArgs: 'x' }, { 'if-match': etagA })).status, 412, 'stale ETag from the deleted machine is refused');
+
+  const { stat } = await import('node:fs/promises');
+  t.equal((await stat(machineFile(s))).mode & 0o777, 0o600, 'machine file is 0600 (userData may hold secrets)');
+  t.equal((await stat(join(s.dataDir, 'machines'))).mode & 0o777, 0o700);
+
+  // a hand edit immediately followed by an API write: the write must build on the edit
+  const rec = JSON.parse(await readFile(machineFile(s), 'utf8')) as Record<string, unknown>;
+  await writeFile(machineFile(s), JSON.stringify({ ...rec, hostname: 'handedit' }));
+  const p = await s.api('PATCH', `/api/v1/machines/${MAC}`, { kernelArgs: 'quiet2' });
+  t.match(p.json, { hostname: 'handedit', kernelArgs: 'quiet2' }, 'hand edit kept');
+  t.match(JSON.parse(await readFile(machineFile(s), 'utf8')), { hostname: 'handedit', kernelArgs: 'quiet2' });
+
+  const size = files['initrd.img']!.length;
+  t.equal((await rawGet(s.url, '/images/default/initrd.img', { range: `bytes=${size + 10}-` })).status, 416, 'unsatisfiable range');
+  t.equal((await rawGet(s.url, '/images/default/initrd.img', { 'if-match': '"nope"' })).status, 412, 'If-Match mismatch');
+
+  // images that do not exist are not cached: one built later is served at once
+  t.equal((await rawGet(s.url, '/images/later/vmlinuz')).status, 404);
+  await writeFakeImage(s.dataDir, 'later');
+  t.equal((await rawGet(s.url, '/images/later/vmlinuz')).status, 200);
+  t.notOk(s.logs.some((l) => l.event === 'http.error'), 'no request was a server error');
 });

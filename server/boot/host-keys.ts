@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+import { hostnameProblem } from '../machines/hostname.js';
 import { parseSshPublicKey } from '../machines/ssh-key.js';
 
 /** Host keys from a cloud-init phone_home post (values "N/A" or garbage are skipped). */
@@ -16,9 +18,21 @@ export function hostKeysFromPhoneHome(body: Record<string, unknown>): string[] {
   return keys;
 }
 
-/** known_hosts lines: "<ip>,<hostname> <type> <base64>". */
+/**
+ * known_hosts lines: "<ip>,<hostname> <type> <base64>". Names and keys are re-checked here, so a
+ * stored value can never add a line, a marker (@cert-authority) or a wildcard.
+ */
 export function knownHostsLines(names: string[], hostKeys: string[]): string {
-  const who = names.filter(Boolean).join(',');
+  const who = names.filter((n) => isIP(n) !== 0 || hostnameProblem(n) === undefined).join(',');
   if (!who) return '';
-  return hostKeys.map((k) => `${who} ${k}\n`).join('');
+  const keys: string[] = [];
+  for (const k of hostKeys) {
+    try {
+      const p = parseSshPublicKey(k);
+      keys.push(`${p.type} ${p.base64}`);
+    } catch {
+      // not a key: never written out
+    }
+  }
+  return keys.map((k) => `${who} ${k}\n`).join('');
 }

@@ -8,6 +8,19 @@ export class RenderCache {
   private cache = new NodeCache({ stdTTL: 600, checkperiod: 120, useClones: false, maxKeys: 100_000 });
   private keysByMac = new Map<string, Set<string>>();
 
+  constructor() {
+    // keep the per-MAC key index as small as the cache: forget keys that expire or are deleted
+    const forget = (key: string) => {
+      const mac = key.slice(0, key.indexOf('|'));
+      const keys = this.keysByMac.get(mac);
+      if (!keys) return;
+      keys.delete(key);
+      if (keys.size === 0) this.keysByMac.delete(mac);
+    };
+    this.cache.on('expired', forget);
+    this.cache.on('del', forget);
+  }
+
   get(mac: string, key: string): string | undefined {
     return this.cache.get<string>(`${mac}|${key}`);
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { ipxeLineProblem } from './ipxe-safe.js';
 
 export const ASSETS_DIR = fileURLToPath(new URL('../../boot-assets/', import.meta.url));
 
@@ -19,16 +20,21 @@ export class TemplateError extends Error {
 }
 
 /**
- * Fill {{name}} placeholders of an iPXE template. Values are checked, not escaped: iPXE has no
- * quoting, so a value must not contain a newline (a new command) or "${" (setting expansion).
- * Multi-line values are allowed only for keys ending in "Lines" (built by the server itself).
+ * Fill {{name}} placeholders of an iPXE template. Values are checked, not escaped (iPXE has no
+ * quoting): see ipxeLineProblem. Multi-line values are allowed only for keys ending in "Lines"
+ * (built by the server itself, each line checked).
  */
 export function renderTemplate(name: string, vars: Record<string, string>): string {
   return load(name).replace(/\{\{([A-Za-z]+)\}\}/g, (_, key: string) => {
     const v = vars[key];
     if (v === undefined) throw new TemplateError(`template ${name}: no value for {{${key}}}`);
-    if (!key.endsWith('Lines') && /[\r\n]/.test(v)) throw new TemplateError(`template ${name}: {{${key}}} contains a newline`);
-    if (v.includes('${')) throw new TemplateError(`template ${name}: {{${key}}} contains "\${"`);
+    if (key.endsWith('Lines')) {
+      // whole script lines the server composed from checked parts: no expansion, printable only
+      if (v.includes('${') || !/^[\x20-\x7e\n]*$/.test(v)) throw new TemplateError(`template ${name}: {{${key}}} has unsafe characters`);
+      return v;
+    }
+    const p = ipxeLineProblem(v);
+    if (p) throw new TemplateError(`template ${name}: {{${key}}} ${p}`);
     return v;
   });
 }

@@ -37,7 +37,7 @@ export class FileEventLog implements EventLog {
   constructor(private readonly dir: string) {}
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
   private file(mac: Mac): string {
@@ -49,7 +49,7 @@ export class FileEventLog implements EventLog {
     if (ev.data) entry.data = ev.data;
     const path = this.file(mac);
     const line = `${JSON.stringify(entry)}\n`;
-    appendFileSync(path, line);
+    appendFileSync(path, line, { mode: 0o600 });
     let size = this.sizes.get(mac);
     if (size === undefined) size = statSync(path).size;
     else size += Buffer.byteLength(line);
@@ -60,7 +60,7 @@ export class FileEventLog implements EventLog {
       let from = lines.length;
       while (from > 0 && bytes + lines[from - 1]!.length + 1 <= TRIM_BYTES / 2) bytes += lines[--from]!.length + 1;
       const text = lines.slice(from).map((l) => `${l}\n`).join('');
-      writeFileSync(`${path}.tmp`, text);
+      writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
       renameSync(`${path}.tmp`, path);
       size = Buffer.byteLength(text);
     }

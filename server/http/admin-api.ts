@@ -18,10 +18,23 @@ function macParam(req: Request): Mac {
   }
 }
 
+/** Path of the first "__proto__" / "constructor" / "prototype" key, which a plain-object copy would silently drop or misuse. */
+function reservedKeyPath(v: unknown, path: string): string | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  for (const [k, child] of Object.entries(v)) {
+    if (k === '__proto__' || k === 'constructor' || k === 'prototype') return `${path}${k}`;
+    const deeper = reservedKeyPath(child, `${path}${k}.`);
+    if (deeper) return deeper;
+  }
+  return undefined;
+}
+
 function validBody<T>(schema: ZodType<T>, req: Request): T {
   if (!req.is('application/json')) throw new HttpError(415, 'request body must be JSON (Content-Type: application/json)');
   const body: unknown = req.body;
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'request body must be a JSON object');
+  const reserved = reservedKeyPath(body, '');
+  if (reserved) throw new HttpError(400, `${reserved}: "${reserved.split('.').pop()}" is not allowed as a key`);
   const res = schema.safeParse(body);
   if (!res.success) throw new HttpError(400, describeZodError(res.error));
   return res.data;

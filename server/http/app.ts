@@ -5,6 +5,7 @@ import { adminRouter } from './admin-api.js';
 import { bootRouter, type BootRoutesDeps } from './boot-routes.js';
 import { HttpError } from './http-error.js';
 import { imagesRouter } from './images-route.js';
+import { macForIPv4 } from '../net/neighbours.js';
 import { requestLog } from './request-log.js';
 
 export interface AppDeps extends BootRoutesDeps {
@@ -26,7 +27,14 @@ export function createApp(d: AppDeps): Express {
   app.use(requestLog(d.logger));
   app.use(adminRouter(d.registry, d.apiToken));
   app.use(bootRouter(d));
-  app.use(imagesRouter(d.images, d.logger));
+  app.use(
+    imagesRouter(d.images, d.logger, async (sent) => {
+      // image requests carry no MAC; the neighbour table knows it when the client is on our link
+      const mac = await macForIPv4(sent.client);
+      d.logger.info({ event: 'images.sent', ...sent, ...(mac ? { mac } : {}) }, `sent ${sent.image}/${sent.file} to ${mac ?? sent.client}`);
+      if (mac) await d.registry.event(mac, { event: 'image.fetch', level: 'info', message: `fetched ${sent.image}/${sent.file} (${sent.status}) in ${sent.ms} ms`, data: { ...sent } });
+    }),
+  );
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('not found\n');
   });

@@ -1,5 +1,7 @@
 import express, { Router, type Request, type Response } from 'express';
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { hostnameProblem } from '../machines/hostname.js';
 import type { Logger } from '../log.js';
 import { tryParseMac, type Mac } from '../mac.js';
 import type { Booter, BootFacts } from '../boot/booter.js';
@@ -10,7 +12,7 @@ import type { RenderCache } from '../boot/render-cache.js';
 import type { SessionMinter, SessionInfo } from '../boot/sessions.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { MachineRecord } from '../machines/model.js';
-import type { Registry } from '../registry.js';
+import { etagOf, type Registry } from '../registry.js';
 
 export interface BootRoutesDeps {
   registry: Registry;
@@ -20,6 +22,8 @@ export interface BootRoutesDeps {
   cache: RenderCache;
   logger: Logger;
   publicUrl: () => string;
+  /** Keys that may log in to discovered machines booted by the unknown-machine policy. */
+  unknownSshKeys: string[];
 }
 
 const IPXE_TYPE = 'text/plain; charset=utf-8';
@@ -42,6 +46,15 @@ export function bootFacts(query: Request['query']): BootFacts {
   const serial = one(query['serial']);
   if (serial && /^[\x20-\x7e]{1,64}$/.test(serial)) facts.serial = serial;
   return facts;
+}
+
+/** The host name a phone-home reports (fqdn, else hostname), only if it is a valid RFC 1123 name. */
+export function reportedHostname(body: Record<string, unknown>): string | undefined {
+  for (const field of ['fqdn', 'hostname']) {
+    const v = body[field];
+    if (typeof v === 'string' && v !== 'N/A' && hostnameProblem(v) === undefined) return v.toLowerCase();
+  }
+  return undefined;
 }
 
 const eventBody = z.strictObject({
@@ -69,8 +82,12 @@ export function bootRouter(d: BootRoutesDeps): Router {
     const facts = bootFacts(req.query);
     let machine = d.registry.store.get(mac);
     if (!machine) machine = await d.registry.discover(mac, { ...facts, ip: req.ip });
-    const decision = await d.booter.decide(machine, facts);
-    const cacheKey = `ipxe|${machine?.revision ?? 0}|${d.images.version}|${facts.platform ?? ''}|${facts.buildarch ?? ''}|${facts.memsizeMiB ?? ''}|${d.publicUrl()}`;
+    let decision = await d.booter.decide(machine, facts);
+    if (!machine && decision.kind === 'ramboot') {
+      // over the discovery cap: without a record there is no NoCloud data to serve
+      decision = { kind: 'refuse', reason: 'ramboot has too many unregistered machines; register this one' };
+    }
+    const cacheKey = `ipxe|${machine ? etagOf(machine) : ''}|${d.images.version}|${facts.platform ?? ''}|${facts.buildarch ?? ''}|${facts.memsizeMiB ?? ''}|${d.publicUrl()}`;
     let script = d.cache.get(mac, cacheKey);
     if (script === undefined) {
       script = machineScript(decision, { mac, hostname: machine?.hostname, publicUrl: d.publicUrl(), platform: facts.platform, kernelArgs: machine?.kernelArgs ?? '' }, TOKEN_PLACEHOLDER);
@@ -99,8 +116,9 @@ export function bootRouter(d: BootRoutesDeps): Router {
     if (mac) res.locals['mac'] = mac;
     const result = mac ? d.sessions.verify(mac, token) : ({ ok: false, reason: 'malformed' } as const);
     const machine = mac ? d.registry.store.get(mac) : undefined;
-    if (!mac || !result.ok || !machine) {
-      const reason = !mac ? 'bad MAC' : !result.ok ? result.reason : 'machine not registered';
+    const used = result.ok && machine ? machine.status.usedSessions.includes(result.session.id) : false;
+    if (!mac || !result.ok || !machine || (used && req.method === 'GET')) {
+      const reason = !mac ? 'bad MAC' : !result.ok ? result.reason : !machine ? 'machine not registered' : 'session already phoned home';
       log.warn({ event: 'seed.refused', mac: mac ?? undefined, client: req.ip, reason, path: req.path.split('/').pop() }, `refused NoCloud request: ${reason}`);
       res.status(404).type('text/plain').send('not found\n');
       return undefined;
@@ -118,10 +136,11 @@ export function bootRouter(d: BootRoutesDeps): Router {
     if (!s) return;
     let body: string;
     if (file === 'user-data') {
-      const key = `ud|${s.machine.revision}|${d.publicUrl()}`;
+      const key = `ud|${etagOf(s.machine)}|${d.publicUrl()}`;
       let cached = d.cache.get(s.mac, key);
       if (cached === undefined) {
-        cached = userData(s.machine, seedUrl(d.publicUrl(), s.mac, TOKEN_PLACEHOLDER));
+        const m = s.machine.discovered ? { ...s.machine, sshKeys: d.unknownSshKeys } : s.machine;
+        cached = userData(m, seedUrl(d.publicUrl(), s.mac, TOKEN_PLACEHOLDER));
         d.cache.set(s.mac, key, cached);
       }
       body = cached.replaceAll(TOKEN_PLACEHOLDER, s.token);
@@ -140,9 +159,8 @@ export function bootRouter(d: BootRoutesDeps): Router {
     if (!s) return;
     const body: Record<string, unknown> = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
     const hostKeys = hostKeysFromPhoneHome(body);
-    const reported = typeof body['fqdn'] === 'string' && body['fqdn'] !== 'N/A' ? body['fqdn'] : typeof body['hostname'] === 'string' ? body['hostname'] : undefined;
     const ip = req.ip?.replace(/^::ffff:/, '');
-    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, hostKeys, hostname: reported?.slice(0, 253), ip });
+    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
     if (outcome === 'accepted') res.status(200).type('text/plain').send('ok\n');
     else if (outcome === 'duplicate') res.status(409).type('text/plain').send('this boot session already phoned home\n');
     else res.status(404).type('text/plain').send('not found\n');

@@ -8,7 +8,16 @@ import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../images/manifest.js';
  * GET|HEAD /images/{name}/{file}: only files listed in the image's manifest, found by name (never by
  * a client-supplied path), with Content-Length, Range and a strong ETag (the file's sha256).
  */
-export function imagesRouter(images: ImageStore, logger: Logger): Router {
+export interface ImageSent {
+  image: string;
+  file: string;
+  ms: number;
+  client: string;
+  status: number;
+  range: string | undefined;
+}
+
+export function imagesRouter(images: ImageStore, logger: Logger, onSent: (s: ImageSent) => Promise<void> | void = () => undefined): Router {
   const r = Router();
   r.get('/images/:name/:file', async (req, res, next) => {
     const { name, file } = req.params;
@@ -35,10 +44,13 @@ export function imagesRouter(images: ImageStore, logger: Logger): Router {
       if (err.status === 404) {
         logger.error({ event: 'images.file-missing', image: name, file, path: entry.path }, `image ${name} lists ${file} but it is missing on disk`);
         res.status(404).type('text/plain').send(`image "${name}" file "${file}" is missing on the server\n`);
+      } else if (err.status !== undefined && err.status < 500) {
+        // 412 (If-Match), 416 (Range): the client's request, not a server fault
+        res.status(err.status).end();
       } else next(err);
     });
     stream.on('end', () => {
-      logger.debug({ event: 'images.sent', image: name, file, ms: Date.now() - started, client: req.ip }, 'image file sent');
+      void onSent({ image: name, file, ms: Date.now() - started, client: req.ip ?? '', status: res.statusCode, range: req.get('range') });
     });
     stream.pipe(res);
   });

@@ -49,7 +49,8 @@ export class ImageStore {
     const hit = this.cache.get<ImageLookup>(name);
     if (hit) return hit;
     const res = await this.load(name);
-    this.cache.set(name, res);
+    // only found images are cached: names that do not exist must not grow memory
+    if (res.ok) this.cache.set(name, res);
     return res;
   }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ipxeLineProblem } from '../boot/ipxe-safe.js';
 
 /**
  * manifest.json of an image directory (<data-dir>/images/<name>/manifest.json).
@@ -28,7 +29,15 @@ export const manifestSchema = z.object({
    * NoCloud seed. Placeholders substituted by the server: @IMAGE_URL@ (URL of this image's
    * directory, no trailing slash) and @PUBLIC_URL@.
    */
-  cmdline: z.string().max(4096).default(''),
+  cmdline: z
+    .string()
+    .max(4096)
+    .default('')
+    .superRefine((v, ctx) => {
+      const p = ipxeLineProblem(v);
+      if (p) ctx.addIssue({ code: 'custom', message: `cmdline ${p}` });
+      if (/(^|\s)root=/.test(v)) ctx.addIssue({ code: 'custom', message: 'cmdline may not set root=: the root lives in RAM' });
+    }),
   /** RAM the image needs to boot, MiB. The boot script refuses machines with less. */
   minRamMiB: z.number().int().positive(),
   packages: z.array(z.object({ name: z.string(), version: z.string() })).default([]),

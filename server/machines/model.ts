@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { IMAGE_NAME_RE } from '../images/manifest.js';
 import { hostnameProblem } from './hostname.js';
@@ -66,8 +67,8 @@ export const machineStatusSchema = z.object({
   /** registered | discovered | ready */
   state: z.enum(['registered', 'discovered', 'ready']).default('registered'),
   readyAt: z.string().optional(),
-  ip: z.string().optional(),
-  reportedHostname: z.string().optional(),
+  ip: z.string().refine((v) => isIP(v) !== 0, 'status.ip must be an IP address').optional(),
+  reportedHostname: hostname.optional(),
   hostKeys: z.array(z.string()).default([]),
   /** Boot sessions whose phone-home was accepted (newest last, bounded). */
   usedSessions: z.array(z.string()).default([]),

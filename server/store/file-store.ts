@@ -35,7 +35,7 @@ export class FileStore extends RecordIndex implements MachineStore {
 
   static async open(opts: FileStoreOptions): Promise<FileStore> {
     const store = new FileStore(opts);
-    await mkdir(opts.dir, { recursive: true });
+    await mkdir(opts.dir, { recursive: true, mode: 0o700 });
     // Synchronous reads at start: thousands of small files load ~30x faster than through the thread pool.
     for (const name of readdirSync(opts.dir)) {
       if (FILE_RE.test(name)) store.loadText(name, () => readFileSync(join(opts.dir, name), 'utf8'));
@@ -146,8 +146,34 @@ export class FileStore extends RecordIndex implements MachineStore {
     this.watcher = w;
   }
 
+  /**
+   * Before a write, take in a hand edit the watcher has not delivered yet (it waits for the file to
+   * settle), so an API write never silently overwrites it. One small synchronous read.
+   */
+  private syncFromDisk(mac: Mac): void {
+    const name = `${macToFileStem(mac)}.json`;
+    let text: string | undefined;
+    try {
+      text = readFileSync(join(this.opts.dir, name), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (text === undefined) {
+      if (this.records.delete(mac)) {
+        this.serialized.delete(mac);
+        this.emit(mac);
+      }
+      return;
+    }
+    if (this.loadText(name, () => text)) {
+      this.opts.logger.info({ event: 'store.reloaded', mac }, `picked up hand edit of ${name} before writing it`);
+      this.emit(mac);
+    }
+  }
+
   update(mac: Mac, fn: (c: MachineRecord | undefined) => MachineRecord | null | undefined): Promise<MachineRecord | undefined> {
     return this.mutex.run(mac, async () => {
+      this.syncFromDisk(mac);
       const next = fn(this.get(mac));
       if (next === undefined) return this.get(mac);
       const path = this.fileFor(mac);
@@ -160,7 +186,7 @@ export class FileStore extends RecordIndex implements MachineStore {
       } else {
         const rec = machineRecordSchema.parse({ ...next, mac });
         const ser = JSON.stringify(rec);
-        await writeFileAtomic(path, `${JSON.stringify(rec, null, 2)}\n`);
+        await writeFileAtomic(path, `${JSON.stringify(rec, null, 2)}\n`, 0o600); // userData may hold secrets
         this.records.set(mac, rec);
         this.serialized.set(mac, ser);
       }
