@@ -96,11 +96,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(conf, /^HostKey \/etc\/ssh\/ssh_host_ed25519_key$/m);
     t.match(conf, /^HostKey \/etc\/ssh\/ssh_host_ecdsa_key$/m);
     t.notMatch(conf, /rsa/i);
-    t.equal(
-      read(root, 'etc/ssh/sshd_config'),
-      SSHD_CONFIG.replace('*.conf\n', '*.conf\nPasswordAuthentication no\n'),
-      'sshd_config: Include kept, PasswordAuthentication no right after it (cloud-init finds nothing to change)',
-    );
+    t.equal(read(root, 'etc/ssh/sshd_config'), SSHD_CONFIG, 'sshd_config already had the Include: unchanged');
   });
 
   t.test('no SSH host keys shipped; generated at boot before sshd', async (t) => {
@@ -138,7 +134,9 @@ t.test('all hooks against a fake Debian root', async (t) => {
   t.test('cloud-init: root gets the keys, no passwords, no RSA, no network or disk handling', async (t) => {
     const cfg = parseYaml(read(root, 'etc/cloud/cloud.cfg.d/99-ramboot.cfg')) as Record<string, unknown>;
     t.equal(cfg['disable_root'], false);
-    t.notOk('ssh_pwauth' in cfg, 'passwords stay off through the sshd drop-in; cloud-init does not restart sshd');
+    t.notOk('ssh_pwauth' in cfg, 'passwords stay off through the sshd drop-in');
+    t.equal(read(root, 'etc/ssh/sshd_config.d/50-cloud-init.conf'), 'PasswordAuthentication no\n', "cloud-init's ssh_pwauth: false finds nothing to change: no sshd restart");
+    t.equal(statSync(join(root, 'etc/ssh/sshd_config.d/50-cloud-init.conf')).mode & 0o777, 0o600);
     t.same(cfg['grub_dpkg'], { enabled: false });
     t.same(cfg['ssh_genkeytypes'], ['ed25519', 'ecdsa']);
     t.same(cfg['datasource_list'], ['NoCloud', 'None']);
@@ -235,8 +233,8 @@ t.test('sshd_config without the Include gets it at the top', async (t) => {
   const root = await hookedRoot(t, { 'etc/ssh/sshd_config': 'PermitRootLogin yes\nPasswordAuthentication yes\n' });
   t.equal(
     read(root, 'etc/ssh/sshd_config'),
-    'Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin yes\nPasswordAuthentication no\n',
-    'Include first (the drop-in wins: sshd keeps the first value), password auth off in the file too',
+    'Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin yes\nPasswordAuthentication yes\n',
+    'Include first: the drop-in wins (sshd keeps the first value it reads)',
   );
 });
 
