@@ -211,6 +211,7 @@ t.test('real block devices: discovery with blkid and findmnt on a mounted loop d
   if (!requirements(t, ['root'])) return;
   const tools = ['losetup', 'mkfs.ext4', 'mkswap', 'blkid', 'findmnt', 'mount', 'umount'];
   const missing = tools.filter((x) => findExecutable(x) === undefined).map((x) => `${x} not found (util-linux, e2fsprogs, mount)`);
+  if (missing.length === 0 && spawnSync('losetup', ['-f'], { encoding: 'utf8' }).status !== 0) missing.push('no free loop device (losetup -f failed)');
   if (missing.length) {
     const reason = missing.join('; ');
     if (isCI()) t.fail(`missing test requirement under CI=true: ${reason}`);
