@@ -13,4 +13,5 @@ apt-get install -y -q --no-install-recommends \
   mmdebstrap debian-archive-keyring busybox-static cpio zstd xz-utils squashfs-tools \
   dnsmasq-base tftp-hpa atftp iproute2 iptables \
   openssh-client nginx-light \
+  util-linux fdisk e2fsprogs parted \
   shellcheck
