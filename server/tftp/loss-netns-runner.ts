@@ -50,7 +50,7 @@ try {
   const server = await startTftpServer({
     host: '127.0.0.1', port: 0, root, logger: silentLogger(), onTransfer: (e) => (retransmits += e.retransmits),
   });
-  const results = await runCells('127.0.0.1', server.address().port, LOSS_CELLS, want, out, 120_000);
+  const results = await runCells('127.0.0.1', server.address().port, LOSS_CELLS, want, out, 120_000, true);
   await server.close();
   process.stdout.write(`${JSON.stringify({ impairment, results, counters: await counters(), retransmits })}\n`);
 } finally {

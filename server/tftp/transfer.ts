@@ -9,6 +9,9 @@ import { performance } from 'node:perf_hooks';
 import { encodeDataHeader, parseAck, parseError, OP_ERROR } from './packet.js';
 import type { BlockSource } from './source.js';
 
+/** A repeated RRQ sooner than this after our reply is a network duplicate, not a client retry. */
+const REPEAT_GAP_MS = 250;
+
 export interface RtoConfig {
   initialMs: number;
   minMs: number;
@@ -74,9 +77,14 @@ export class Transfer {
     this.transmit();
   }
 
-  /** The client repeated its request: the first reply was lost, resend it now (only before any ACK). */
+  /**
+   * The client repeated its request: our first reply was lost, resend it now (only before any ACK).
+   * A copy that arrives within REPEAT_GAP_MS of our reply is a network duplicate of the same request,
+   * not a retransmission: answering it would hand the client a duplicate OACK, which atftp aborts on.
+   */
   onRepeatedRequest(): void {
     if (this.done || this.base !== 0) return;
+    if (performance.now() - this.windowSentAt < REPEAT_GAP_MS) return;
     this.windowRetransmitted = true;
     this.retransmits++;
     this.transmit();
@@ -112,9 +120,13 @@ export class Transfer {
   }
 
   private arm(): void {
+    // An unanswered OACK is left to the client first: it re-sends its RRQ (OACK lost) or its ACK 0
+    // (ACK lost) on its own timer. Re-sending the OACK early would, when only the ACK was lost, hand
+    // the client a second OACK, which atftp treats as fatal. So the OACK waits the longest RTO.
+    const rto = this.oackPending ? Math.max(this.rto, this.cfg.rto.maxMs) : this.rto;
     // Re-arming happens once per window: refresh() the existing timer while the (10 ms-rounded)
     // timeout is unchanged instead of allocating a new one.
-    const ms = Math.ceil(this.rto / 10) * 10;
+    const ms = Math.ceil(rto / 10) * 10;
     if (this.timer && ms === this.armedMs) {
       this.timer.refresh();
       return;
