@@ -138,6 +138,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.equal(read(root, 'etc/ssh/sshd_config.d/50-cloud-init.conf'), 'PasswordAuthentication no\n', "cloud-init's ssh_pwauth: false finds nothing to change: no sshd restart");
     t.equal(statSync(join(root, 'etc/ssh/sshd_config.d/50-cloud-init.conf')).mode & 0o777, 0o600);
     t.same(cfg['grub_dpkg'], { enabled: false });
+    t.equal(cfg['locale'], 'false', 'cc_locale skipped (is_false)');
     t.same(cfg['ssh_genkeytypes'], ['ed25519', 'ecdsa']);
     t.same(cfg['datasource_list'], ['NoCloud', 'None']);
     t.same(cfg['growpart'], { mode: 'off' });
