@@ -21,7 +21,7 @@ export const KEPT_MODULE_DIRS = [
   'drivers/char/hw_random', 'drivers/ptp', 'drivers/pps', 'drivers/dca', 'drivers/dma/ioat',
   'drivers/nvmem', 'drivers/firmware/efi',
   'fs/ext4', 'fs/jbd2', 'fs/mbcache.ko', 'fs/xfs', 'fs/btrfs', 'fs/fat', 'fs/exfat', 'fs/nls',
-  'fs/squashfs', 'fs/overlayfs', 'fs/isofs', 'fs/udf', 'fs/fuse', 'fs/efivarfs', 'fs/ntfs3',
+  'fs/squashfs', 'fs/overlayfs', 'fs/autofs', 'fs/isofs', 'fs/udf', 'fs/fuse', 'fs/efivarfs', 'fs/ntfs3',
   'crypto', 'arch/x86/crypto', 'lib',
   'net/8021q', 'net/802', 'net/llc', 'net/bridge/bridge.ko', 'net/packet', 'net/ipv4', 'net/ipv6',
   'net/core', 'net/unix',
