@@ -53,6 +53,7 @@ t.test('once: script -> NoCloud seed -> phone-home -> local, and only one phone-
 
   const ev = await fetch(`${s.url}${seedPath}event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: 'sshd.ready', message: 'listening' }) });
   t.equal(ev.status, 204);
+  await fetch(`${s.url}${seedPath}event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: 'os.booted' }) });
   const evBad = await fetch(`${s.url}${seedPath}event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: 'Bad Name!' }) });
   t.equal(evBad.status, 400);
 
@@ -70,7 +71,8 @@ t.test('once: script -> NoCloud seed -> phone-home -> local, and only one phone-
   t.equal(again.status, 409, 'second phone-home of the session refused');
   const events = ((await s.api('GET', `/api/v1/machines/${MAC}/events`)).json as { events: { event: string; level: string }[] }).events;
   const names = events.map((e) => e.event);
-  for (const want of ['ipxe.script', 'cloud-init.user-data', 'os.sshd.ready', 'phone-home.ready', 'phone-home.duplicate']) t.ok(names.includes(want), `timeline has ${want}`);
+  for (const want of ['ipxe.script', 'cloud-init.user-data', 'os.sshd.ready', 'os.booted', 'phone-home.ready', 'phone-home.duplicate']) t.ok(names.includes(want), `timeline has ${want}`);
+  t.notOk(names.includes('os.os.booted'), 'no double prefix');
   t.equal(events.find((e) => e.event === 'phone-home.duplicate')?.level, 'warning');
 
   t.match(await script(s.url, `mac=${MAC}&platform=pcbios`), /exit 0/, 'after ready the machine boots its local disk: no loop');

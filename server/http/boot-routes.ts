@@ -176,7 +176,9 @@ export function bootRouter(d: BootRoutesDeps): Router {
     }
     const message = (parsed.data.message ?? '').replace(/[^\x20-\x7e]/g, ' ');
     log.info({ event: 'os.event', mac: s.mac, osEvent: parsed.data.event, message }, `${s.mac}: ${parsed.data.event}`);
-    await d.registry.event(s.mac, { event: `os.${parsed.data.event}`, level: 'info', message, data: { ip: req.ip } });
+    // timeline names of OS events live under "os." (the OS may already send "os.booted")
+    const name = parsed.data.event.startsWith('os.') ? parsed.data.event : `os.${parsed.data.event}`;
+    await d.registry.event(s.mac, { event: name, level: 'info', message, data: { ip: req.ip } });
     res.status(204).end();
   });
 
