@@ -33,14 +33,17 @@ class Peer {
   send(buf: Buffer, port: number, host = '127.0.0.1'): void {
     this.sock.send(buf, port, host);
   }
-  /** Waits until `pred` holds on the replies so far (checked on each arrival), or the timeout. */
+  /**
+   * Waits until `pred` holds, or the timeout. Checked on each arrival, and every 20 ms for predicates
+   * on other state (transfer events).
+   */
   async until(pred: (r: Reply[]) => boolean, ms = 5000): Promise<boolean> {
     const deadline = Date.now() + ms;
     while (!pred(this.replies)) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
+        const timer = setTimeout(resolve, Math.min(left, 20));
         this.waiters.push(() => {
           clearTimeout(timer);
           resolve();
@@ -168,6 +171,21 @@ t.test("duplicate ACKs do not multiply DATA (Sorcerer's Apprentice)", async (t) 
   t.equal(data.length, blocks, `exactly one DATA per block (${blocks}) despite 3x ACKs`);
   await peer.until(() => events.length > 0, 3000);
   t.match(events[0], { outcome: 'ok', retransmits: 0, bytes: 64 * 1024 + 100 });
+});
+
+t.test('a new request from the same port after a lost final ACK is served at once', async (t) => {
+  const { port, events } = await setup(t, { initialRtoMs: 3000, minRtoMs: 3000, maxRtoMs: 3000, giveUpMs: 20_000 });
+  const peer = new Peer();
+  t.teardown(() => peer.close());
+  peer.send(rrq('sub/inner.txt'), port); // one block
+  t.ok(await peer.until((r) => r.length > 0), 'DATA 1 of the first file');
+  const started = Date.now();
+  peer.send(rrq('alias.bin'), port); // its final ACK "lost": the client moves on from the same port
+  t.ok(await peer.until((r) => r.length > 1, 2000), 'the second request is answered without waiting for a timeout');
+  t.equal(opcode(peer.replies[1]!.msg), 3, 'DATA');
+  t.not(peer.replies[1]!.port, peer.replies[0]!.port, 'from a new transfer port');
+  t.ok(Date.now() - started < 2000);
+  t.match(events[0], { file: 'sub/inner.txt', outcome: 'error', error: /final ACK lost/ });
 });
 
 t.test('transfer sockets bind the listen address, not 0.0.0.0', async (t) => {

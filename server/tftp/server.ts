@@ -257,8 +257,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       return;
     }
     const key = `${client.address}|${client.port}`;
-    if (transfers.has(key)) {
-      transfers.get(key)?.onRepeatedRequest(); // a retransmitted RRQ: our first reply was lost
+    const existing = transfers.get(key);
+    if (existing?.awaitingFinalAck) {
+      // The client has the whole file (only its last ACK got lost) and reuses its port for a new
+      // request: end the old transfer instead of making the new one wait for its give-up timer.
+      existing.abort('final ACK lost; the client sent a new request from the same port');
+    } else if (transfers.has(key)) {
+      existing?.onRepeatedRequest(); // a retransmitted RRQ: our first reply was lost
       return;
     }
     if (transfers.size >= t.maxTransfers) {

@@ -90,6 +90,11 @@ export class Transfer {
     this.transmit();
   }
 
+  /** Every block has been sent and only the final ACK is missing. */
+  get awaitingFinalAck(): boolean {
+    return !this.done && !this.oackPending && this.sentHigh === this.lastBlock;
+  }
+
   abort(reason: string): void {
     this.finish({ outcome: 'error', error: reason });
   }
