@@ -56,13 +56,15 @@ async function bootOnce(image: string, m: ImageManifest, ramMiB: number, work: s
     const pub = (await readFile(`${key}.pub`, 'utf8')).trim();
     const seed = await startSeedServer(scope, { hostname: 'bench', sshKey: pub });
     const cmdline = `${m.cmdline} BOOTIF=01-${MAC.replaceAll(':', '-')} ds=nocloud-net;s=http://10.0.2.2:${seed.port}/seed/ panic=-1`;
-    if (ramMiB < m.minRamMiB) {
+    if (ramMiB < m.minRamMiB) { // between the unpack need (~2 x squashfs + 80) and the floor: /init must refuse
       const vm = startQemu(scope, {
         name: `bench-lowram-${ramMiB}`, memoryMiB: ramMiB, kernel: join(image, 'vmlinuz'),
         initrd: join(image, 'initrd.img'), append: cmdline, failOn: null,
       });
-      const hit = await vm.waitFor(/RAMBOOT-FATAL: (.*)|starting systemd/, { timeoutMs: 300_000 });
-      return { ramMiB, ok: false, note: hit[1] ? `refused by /init: "${hit[1].slice(0, 90)}..."` : 'started the OS (check not enforced!)' };
+      const hit = await vm.waitFor(/RAMBOOT-FATAL: (.*)|starting systemd|(Kernel panic.*)/, { timeoutMs: 300_000 });
+      const note = hit[1] ? `refused by /init: "${hit[1].slice(0, 90)}..."`
+        : hit[2] ? `kernel panic before /init: ${hit[2].slice(0, 80)}` : 'started the OS (check not enforced!)';
+      return { ramMiB, ok: false, note };
     }
     const r = await bootAndSsh(scope, {
       name: `bench-boot-${ramMiB}`, kernel: join(image, 'vmlinuz'), initrd: join(image, 'initrd.img'),
@@ -103,7 +105,7 @@ export async function runBuildBench(): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), 'ramboot-bench-build-'));
   const boots: BootResult[] = [];
   try {
-    for (const ram of [1024, m.minRamMiB, m.minRamMiB - 32]) {
+    for (const ram of [1024, m.minRamMiB, m.minRamMiB - 16]) {
       progress(`boot at ${ram} MiB`);
       boots.push(await bootOnce(image, m, ram, work));
     }

@@ -29,8 +29,10 @@ export interface RamPolicy {
 
 /**
  * RAM needed to boot: while the kernel unpacks the initrd, both the loaded initrd and its unpacked
- * copy sit in RAM (2 x squashfs); after that the squashfs stays (overlay mode) and the system runs
- * next to it. Calibrated by boots under QEMU (docs/benchmarks-build.md).
+ * copy sit in RAM (measured need: about 2 x squashfs + 80 MiB of -m, below that the kernel panics out
+ * of memory before /init); after that the squashfs stays in RAM (overlay mode) and the system runs
+ * next to it (cloud flavour: 100 MiB still available at 352 MiB with a 121 MiB squashfs). Calibrated
+ * by boots under QEMU (docs/benchmarks-build.md).
  */
 export function ramPolicy(squashfsBytes: number, rootBytes: number): RamPolicy {
   const mib = (b: number): number => Math.ceil(b / 1048576);
