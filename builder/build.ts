@@ -88,7 +88,7 @@ async function treeBytes(dir: string): Promise<number> {
 
 /** Removes what must not ship and what only the build needed. */
 async function cleanRoot(root: string): Promise<void> {
-  for (const d of ['var/lib/apt/lists', 'var/cache/apt', 'var/log', 'tmp', 'var/tmp', 'var/cache/debconf']) {
+  for (const d of ['var/lib/apt/lists', 'var/cache/apt', 'var/log', 'tmp', 'var/tmp']) {
     const p = join(root, d);
     for (const n of await readdir(p).catch(() => [] as string[])) {
       if (d === 'var/lib/apt/lists' && n === 'partial') continue;
