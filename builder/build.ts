@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, rename, readFile, writeFile, copyFile, statfs, stat, access, lstat, readdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, rename, readFile, writeFile, copyFile, statfs, stat, access, lstat, readdir, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { rootKey, restoreRoot, storeRoot } from './root-cache.js';
@@ -191,6 +191,7 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
       },
     });
     await writeFile(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    await chmod(staging, 0o755); // mkdtemp made it 0700; a web server user must be able to read it
     // Swap: the previous image stays whole until the new one is complete.
     const final = join(imagesDir, o.name);
     const old = `${staging}.old`;
