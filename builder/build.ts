@@ -10,7 +10,6 @@ import { debootstrap, BuildError } from './mmdebstrap.js';
 import { installKernel, initrdModules } from './kernel.js';
 import { assembleInitrd, sha256File, KERNEL_RESERVED_MIB } from './initrd.js';
 import { checkRootSafe } from './essentials.js';
-import { installNocloudLite } from './lean.js';
 import { runHooks } from './hooks.js';
 import { runOk } from './run.js';
 import { checkPackagesExist } from './apt-check.js';
@@ -142,7 +141,6 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
       env: { RAMBOOT_FLAVOUR: o.flavour, RAMBOOT_IMAGE: o.name, SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) },
       onProgress: (hook, i, n) => logger.info({ event: 'build.hook', hook, index: i, total: n }),
     });
-    if (o.flavour === 'lean') await installNocloudLite(root);
     await checkRootSafe(root);
     await cleanRoot(root);
     const rootBytes = await treeBytes(root);
