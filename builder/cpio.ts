@@ -46,6 +46,49 @@ function checkPath(p: string): string {
   return clean;
 }
 
+type InMemoryEntry = Exclude<CpioEntry, { type: 'file' }>;
+type Base = { ino: number; mtime: number; rmajor: number; rminor: number; name: string };
+
+/** Header and payload of an entry whose content is in memory (everything but 'file'). */
+function encodeInMemory(e: InMemoryEntry, base: Base): Buffer {
+  switch (e.type) {
+    case 'dir':
+      return header({ ...base, mode: S_IFDIR | (e.mode & 0o7777), nlink: 2, size: 0 });
+    case 'symlink': {
+      const data = Buffer.from(e.target, 'utf8');
+      return Buffer.concat([header({ ...base, mode: S_IFLNK | 0o777, nlink: 1, size: data.length }), data, Buffer.alloc(pad4(data.length))]);
+    }
+    case 'char':
+      return header({ ...base, mode: S_IFCHR | (e.mode & 0o7777), nlink: 1, size: 0, rmajor: e.major, rminor: e.minor });
+    case 'data':
+      return Buffer.concat([header({ ...base, mode: S_IFREG | (e.mode & 0o7777), nlink: 1, size: e.data.length }), e.data, Buffer.alloc(pad4(e.data.length))]);
+  }
+}
+
+function trailer(offset: number): Buffer {
+  const t = header({ ino: 0, mode: 0, nlink: 1, mtime: 0, size: 0, rmajor: 0, rminor: 0, name: 'TRAILER!!!' });
+  // Pad to a 512-byte boundary like GNU cpio, so concatenated archives stay aligned.
+  return Buffer.concat([t, Buffer.alloc((512 - ((offset + t.length) % 512)) % 512)]);
+}
+
+/** The same archive as writeCpio, in memory, for entries whose content is in memory (small initrds, tests). */
+export function cpioBuffer(entries: readonly InMemoryEntry[], mtime: number): Buffer {
+  const parts: Buffer[] = [];
+  const seen = new Set<string>();
+  let ino = 1;
+  let offset = 0;
+  for (const e of entries) {
+    const name = checkPath(e.path);
+    if (seen.has(name)) throw new Error(`cpio: duplicate entry "${name}"`);
+    seen.add(name);
+    const b = encodeInMemory(e, { ino: ino++, mtime, rmajor: 0, rminor: 0, name });
+    parts.push(b);
+    offset += b.length;
+  }
+  parts.push(trailer(offset));
+  return Buffer.concat(parts);
+}
+
 class Out {
   offset = 0;
   constructor(private readonly fh: FileHandle) {}
@@ -89,22 +132,10 @@ export async function writeCpio(outFile: string, entries: CpioEntry[], mtime: nu
       const base = { ino: ino++, mtime, rmajor: 0, rminor: 0, name };
       switch (e.type) {
         case 'dir':
-          await out.write(header({ ...base, mode: S_IFDIR | (e.mode & 0o7777), nlink: 2, size: 0 }));
-          break;
-        case 'symlink': {
-          const data = Buffer.from(e.target, 'utf8');
-          await out.write(header({ ...base, mode: S_IFLNK | 0o777, nlink: 1, size: data.length }));
-          await out.write(Buffer.concat([data, Buffer.alloc(pad4(data.length))]));
-          break;
-        }
+        case 'symlink':
         case 'char':
-          await out.write(header({
-            ...base, mode: S_IFCHR | (e.mode & 0o7777), nlink: 1, size: 0, rmajor: e.major, rminor: e.minor,
-          }));
-          break;
         case 'data':
-          await out.write(header({ ...base, mode: S_IFREG | (e.mode & 0o7777), nlink: 1, size: e.data.length }));
-          await out.write(Buffer.concat([e.data, Buffer.alloc(pad4(e.data.length))]));
+          await out.write(encodeInMemory(e, base));
           break;
         case 'file': {
           const st = await lstat(e.source);
@@ -116,10 +147,7 @@ export async function writeCpio(outFile: string, entries: CpioEntry[], mtime: nu
         }
       }
     }
-    await out.write(header({ ino: 0, mode: 0, nlink: 1, mtime: 0, size: 0, rmajor: 0, rminor: 0, name: 'TRAILER!!!' }));
-    // Pad to a 512-byte boundary like GNU cpio, so concatenated archives stay aligned.
-    const rest = (512 - (out.offset % 512)) % 512;
-    if (rest) await out.write(Buffer.alloc(rest));
+    await out.write(trailer(out.offset));
     return out.offset;
   } finally {
     await fh.close();

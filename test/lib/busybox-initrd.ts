@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
-import { buildCpio, type CpioEntry } from './cpio.js';
+import { cpioBuffer } from '../../builder/cpio.js';
 
 /**
  * A tiny initrd (newc cpio, gzip) made of the static /bin/busybox and an /init that mounts
@@ -64,20 +64,20 @@ export function buildBusyboxInitrd(opts: BusyboxInitrdOptions = {}): Buffer {
   const busyboxPath = opts.busyboxPath ?? '/bin/busybox';
   const busybox = readFileSync(busyboxPath);
   assertStaticElf(busybox, busyboxPath);
-  const entries: CpioEntry[] = [
-    { type: 'dir', path: 'bin' },
-    { type: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
+  const entries: Parameters<typeof cpioBuffer>[0] = [
+    { type: 'dir', path: 'bin', mode: 0o755 },
+    { type: 'data', path: 'bin/busybox', data: busybox, mode: 0o755 },
     { type: 'symlink', path: 'bin/sh', target: 'busybox' },
-    { type: 'dir', path: 'dev' },
-    { type: 'chardev', path: 'dev/console', major: 5, minor: 1, mode: 0o600 },
-    { type: 'chardev', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
-    { type: 'file', path: 'init', data: Buffer.from(initScript(opts), 'utf8'), mode: 0o755 },
-    { type: 'dir', path: 'proc' },
+    { type: 'dir', path: 'dev', mode: 0o755 },
+    { type: 'char', path: 'dev/console', major: 5, minor: 1, mode: 0o600 },
+    { type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
+    { type: 'data', path: 'init', data: Buffer.from(initScript(opts), 'utf8'), mode: 0o755 },
+    { type: 'dir', path: 'proc', mode: 0o755 },
     { type: 'dir', path: 'root', mode: 0o700 },
-    { type: 'dir', path: 'sys' },
+    { type: 'dir', path: 'sys', mode: 0o755 },
     { type: 'dir', path: 'tmp', mode: 0o1777 },
   ];
-  return gzipSync(buildCpio(entries), { level: 9 });
+  return gzipSync(cpioBuffer(entries, 0), { level: 9 });
 }
 
 /** Writes the initrd to `path`; returns its bytes. */
