@@ -58,7 +58,7 @@ if (requirements(t, ['root', 'qemu', 'ssh-keygen', 'unshare', 'setpriv'])) {
     const pub = (await readFile(join(work, 'id.pub'), 'utf8')).trim();
     const srv = await startRambootServer(t, { dataDir: join(work, 'data'), publicUrl: (p) => `http://10.0.2.2:${p}` });
     const put = await srv.api('PUT', `/api/v1/machines/${MAC}`, {
-      hostname: 'bootit', sshKeys: [pub], boot: 'ramboot', image: 'default',
+      hostname: 'bootit', sshKeys: [pub], boot: 'once', image: 'default',
     });
     t.ok(put.status === 200 || put.status === 201, `machine registered (${put.status} ${put.text.slice(0, 200)})`);
     const res = await fetch(`${srv.url}/ipxe?mac=${MAC}&platform=pcbios&memsize=1024`);
@@ -126,8 +126,20 @@ if (requirements(t, ['root', 'qemu', 'ssh-keygen', 'unshare', 'setpriv'])) {
     t.match(imaging.stdout, new RegExp(`UUID=${uuid}\\s+/\\s+ext4`), 'ramboot-fix rewrote fstab to the new UUID');
 
     if (kline) {
-      const ev = await srv.api('GET', `/api/v1/machines/${MAC}/events`);
-      t.match(ev.text, /ipxe\.script/, 'server recorded the boot script');
+      // cloud-init's phone_home (cloud-final) reports the machine: host keys stored, `once` -> `local`
+      await srv.waitForLog((l) => l['event'] === 'phone-home.ready' && l['mac'] === MAC, 600_000);
+      const m = (await srv.api('GET', `/api/v1/machines/${MAC}`)).json as { boot: string; status: { state: string; hostKeys: string[] } };
+      t.equal(m.status.state, 'ready', 'the OS phoned home');
+      t.equal(m.boot, 'local', 'once flipped to local: the next PXE boot goes to the disk');
+      const hostKey = (await ssh('cut -d" " -f1,2 /etc/ssh/ssh_host_ed25519_key.pub')).stdout.trim();
+      t.ok(m.status.hostKeys.includes(hostKey), 'the host key sshd uses was reported');
+      const kh = await srv.api('GET', `/api/v1/machines/${MAC}/known_hosts`);
+      t.ok(kh.text.split('\n').some((l) => l.endsWith(` ${hostKey}`)), `known_hosts line for it: ${kh.text}`);
+      const again = await fetch(`${srv.url}/ipxe?mac=${MAC}&platform=pcbios`);
+      t.match(await again.text(), /exit 0/, 'no loop back into ramboot');
+      const ev = (await srv.api('GET', `/api/v1/machines/${MAC}/events`)).json as { events: { event: string }[] };
+      const names = ev.events.map((e) => e.event);
+      for (const name of ['ipxe.script', 'cloud-init.user-data', 'os.booted', 'phone-home.ready']) t.ok(names.includes(name), `timeline has ${name}`);
     }
   });
 
