@@ -37,7 +37,7 @@ export function registerServeCommand(program: Command): void {
         if (rb.apiTokenGenerated) {
           process.stderr.write(
             `\nramboot: generated the admin API token (shown once; it is stored in ${rb.apiTokenFile}, mode 0600):\n\n    ${rb.apiToken}\n\n` +
-              `    curl -H "Authorization: Bearer $(cat ${rb.apiTokenFile})" ${rb.httpUrl}/api/v1/machines\n\n`,
+              `    curl -H "Authorization: Bearer $(cat ${rb.apiTokenFile})" ${rb.httpUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:')}/api/v1/machines\n\n`,
           );
         }
         let stopping = false;

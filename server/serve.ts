@@ -144,8 +144,15 @@ async function recordTftp(registry: Registry, ev: TftpTransferEvent): Promise<vo
   if (!mac || !registry.store.get(mac)) return;
   await registry.event(mac, {
     event: 'tftp.transfer',
-    level: ev.outcome === 'ok' ? 'info' : 'warning',
-    message: `TFTP ${ev.file}: ${ev.outcome}${ev.error ? ` (${ev.error})` : ''}, ${ev.bytes} bytes in ${ev.durationMs} ms`,
+    // EDK2 (OVMF) asks for the size first and aborts with ERROR 8 once it has it: routine, not a warning
+    level: ev.outcome === 'ok' || isSizeProbe(ev) ? 'info' : 'warning',
+    message: isSizeProbe(ev)
+      ? `TFTP ${ev.file}: size probe (${ev.options['tsize'] ?? '?'} bytes)`
+      : `TFTP ${ev.file}: ${ev.outcome}${ev.error ? ` (${ev.error})` : ''}, ${ev.bytes} bytes in ${ev.durationMs} ms`,
     data: { ...ev },
   });
+}
+
+function isSizeProbe(ev: TftpTransferEvent): boolean {
+  return ev.outcome === 'error' && ev.bytes === 0 && /^client error 8:/.test(ev.error ?? '');
 }
