@@ -5,12 +5,10 @@
  * i.e. configured as safely as it allows) and against ramboot's server, and prints both.
  */
 import { createRequire } from 'node:module';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { silentLogger } from '../server/log.js';
 import { startTftpServer } from '../server/tftp/server.js';
 import { ImpairRelay } from '../server/tftp/impair-relay.js';
-import { LOSS_CELLS, LOSS_FILES, makeRandomFile, runCells, tempDir } from '../server/tftp/test-support.js';
+import { LOSS_CELLS, makeLossFiles, makeRandomFile, runCells, tempDir } from '../server/tftp/test-support.js';
 
 interface NpmTftpServer {
   on(ev: 'error' | 'listening', fn: (e?: Error) => void): NpmTftpServer;
@@ -32,12 +30,7 @@ async function npmServer(root: string, port: number): Promise<{ close(): void; e
 }
 
 const tmp = await tempDir('ramboot-tftp-npm-');
-const root = join(tmp.dir, 'root');
-const out = join(tmp.dir, 'out');
-await mkdir(root);
-await mkdir(out);
-const want: Record<string, string> = {};
-for (const [name, size] of Object.entries(LOSS_FILES)) want[name] = (await makeRandomFile(root, name, size)).sha256;
+const { root, out, want } = await makeLossFiles(tmp.dir);
 want['big.bin'] = (await makeRandomFile(root, 'big.bin', 100 * 1024 * 1024)).sha256;
 const uncaught: string[] = [];
 process.on('uncaughtException', (e) => uncaught.push(String(e)));

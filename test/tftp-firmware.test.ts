@@ -6,7 +6,7 @@ import { requirements } from './lib/requirements.js';
 import { writeTestImage } from './lib/test-image.js';
 import { DEFAULT_INITRD_MARKER } from './lib/busybox-initrd.js';
 import { startQemu } from './lib/qemu.js';
-import { createNetns, type Netns } from './lib/netns.js';
+import { createNetns } from './lib/netns.js';
 import { startRambootServer, type LogLine } from './lib/ramboot-server.js';
 
 // Real firmware against ramboot's TFTP server, in a network namespace made here (bridge + tap + dnsmasq
@@ -28,19 +28,6 @@ async function tempDir(t: Test, prefix: string): Promise<string> {
   return dir;
 }
 
-async function waitForHttp(ns: Netns, url: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await ns.run(['busybox', 'wget', '-q', '-O', '/dev/null', url], 10_000);
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
 async function boot(t: Test, firmware: 'uefi' | 'bios', mac: string, nbp: string): Promise<void> {
   const dataDir = await tempDir(t, `ramboot-tftp-fw-${firmware}-`);
   await writeTestImage(dataDir, 'test', { minRamMiB: 256 });
@@ -51,7 +38,7 @@ async function boot(t: Test, firmware: 'uefi' | 'bios', mac: string, nbp: string
   );
   const ns = await createNetns(t, { name: `tftpfw-${firmware}`, dhcp: { boot: { ipxe: STAGE0, bios: 'undionly.kpxe', efi: 'snponly.efi' } } });
   ns.spawn('httpd', ['busybox', 'httpd', '-f', '-p', '10.99.0.1:8081', '-h', www]);
-  await waitForHttp(ns, STAGE0);
+  await ns.waitForHttp(STAGE0);
   const srv = await startRambootServer(t, {
     dataDir, httpHost: ns.address, httpPort: 8080, publicUrl: BASE, wrap: ns.wrap,
     tftpListen: `${ns.address}:69`, ipxeDir: '/usr/lib/ipxe', name: `ramboot-tftp-fw-${firmware}`,

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { silentLogger } from '../log.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions, type TftpTransferEvent } from './server.js';
 import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS } from './test-support.js';
+import { prng } from './impair-relay.js';
 
 interface Reply {
   msg: Buffer;
@@ -64,18 +65,6 @@ function rrq(name: string, mode = 'octet', opts: Record<string, string> = {}, op
 const ack = (n: number): Buffer => Buffer.from([0, 4, (n >> 8) & 0xff, n & 0xff]);
 const opcode = (b: Buffer): number => (b.length >= 2 ? b.readUInt16BE(0) : -1);
 const errCode = (b: Buffer): number => (opcode(b) === 5 ? b.readUInt16BE(2) : -1);
-
-/** Deterministic PRNG (mulberry32) so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function setup(t: Pick<Test, 'teardown'>, extra: Partial<TftpServerOptions> = {}, host = '127.0.0.1') {
   const tmp = await tempDir('ramboot-tftp-hostile-');

@@ -28,7 +28,8 @@ interface Session {
   serverTid: number | null;
 }
 
-function prng(seed: number): () => number {
+/** Deterministic PRNG (mulberry32) so a failure can be replayed. */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -4,12 +4,10 @@
  * Not a test on its own.
  */
 import { execFile } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { silentLogger } from '../log.js';
 import { startTftpServer } from './server.js';
-import { LOSS_CELLS, LOSS_FILES, makeRandomFile, runCells, tempDir } from './test-support.js';
+import { LOSS_CELLS, makeLossFiles, runCells, tempDir } from './test-support.js';
 
 const run = promisify(execFile);
 
@@ -40,12 +38,7 @@ async function counters(): Promise<string> {
 const impairment = await impair();
 const tmp = await tempDir('ramboot-tftp-netns-');
 try {
-  const root = join(tmp.dir, 'root');
-  const out = join(tmp.dir, 'out');
-  await mkdir(root);
-  await mkdir(out);
-  const want: Record<string, string> = {};
-  for (const [name, size] of Object.entries(LOSS_FILES)) want[name] = (await makeRandomFile(root, name, size)).sha256;
+  const { root, out, want } = await makeLossFiles(tmp.dir);
   let retransmits = 0;
   const server = await startTftpServer({
     host: '127.0.0.1', port: 0, root, logger: silentLogger(), onTransfer: (e) => (retransmits += e.retransmits),

@@ -8,14 +8,12 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../log.js';
 import { requirements } from '../../test/lib/requirements.js';
 import { startTftpServer, type TftpTransferEvent } from './server.js';
 import { ImpairRelay } from './impair-relay.js';
-import { CLIENT_TOOLS, LOSS_CELLS, LOSS_FILES, makeRandomFile, needExecutables, runCells, tempDir, type CellResult } from './test-support.js';
+import { CLIENT_TOOLS, LOSS_CELLS, makeLossFiles, needExecutables, runCells, tempDir, type CellResult } from './test-support.js';
 
 const CLIENTS = Object.values(CLIENT_TOOLS);
 const retried = (r: CellResult): string => (r.attempts > 1 ? `, attempt ${r.attempts}: atftp aborted on a network-duplicated OACK before` : '');
@@ -24,12 +22,7 @@ t.test('userspace relay: 5% loss, 5% duplication, 10% reordering each way', asyn
   if (!needExecutables(t, CLIENTS)) return;
   const tmp = await tempDir('ramboot-tftp-loss-');
   t.teardown(tmp.cleanup);
-  const root = join(tmp.dir, 'root');
-  const out = join(tmp.dir, 'out');
-  await mkdir(root);
-  await mkdir(out);
-  const want: Record<string, string> = {};
-  for (const [name, size] of Object.entries(LOSS_FILES)) want[name] = (await makeRandomFile(root, name, size)).sha256;
+  const { root, out, want } = await makeLossFiles(tmp.dir);
   const events: TftpTransferEvent[] = [];
   const server = await startTftpServer({ host: '127.0.0.1', port: 0, root, logger: silentLogger(), onTransfer: (e) => events.push(e) });
   t.teardown(() => server.close());

@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findExecutable, isCI, type RequirementTest } from '../../test/lib/requirements.js';
@@ -188,3 +188,14 @@ export const LOSS_CELLS: readonly Cell[] = [
   { client: 'curl', remote: 'small.bin', blksize: 1432 },
 ];
 export const LOSS_FILES = { 'mid.bin': 2 * 1024 * 1024 + 3, 'small.bin': 512 * 1024 - 1 };
+
+/** `<dir>/root` holding the LOSS_FILES (random bytes), an empty `<dir>/out`, and each file's sha256. */
+export async function makeLossFiles(dir: string): Promise<{ root: string; out: string; want: Record<string, string> }> {
+  const root = join(dir, 'root');
+  const out = join(dir, 'out');
+  await mkdir(root);
+  await mkdir(out);
+  const want: Record<string, string> = {};
+  for (const [name, size] of Object.entries(LOSS_FILES)) want[name] = (await makeRandomFile(root, name, size)).sha256;
+  return { root, out, want };
+}

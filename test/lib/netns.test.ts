@@ -6,7 +6,7 @@ import { requirements } from './requirements.js';
 import { ensureTestKernel } from './test-kernel.js';
 import { buildBusyboxInitrd, DEFAULT_INITRD_MARKER } from './busybox-initrd.js';
 import { startQemu } from './qemu.js';
-import { createNetns, type Netns } from './netns.js';
+import { createNetns } from './netns.js';
 import { writeTestImage } from './test-image.js';
 import { startRambootServer } from './ramboot-server.js';
 
@@ -14,19 +14,6 @@ import { startRambootServer } from './ramboot-server.js';
 // fetches its script over HTTP from a server running in the namespace, and boots a kernel from it.
 
 const MAC = '52:54:00:99:00:01';
-
-async function waitForHttp(ns: Netns, url: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await ns.run(['busybox', 'wget', '-q', '-O', '/dev/null', url], 10_000);
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 t.test('iPXE in a test namespace: DHCP from dnsmasq, script + kernel over HTTP', async (t) => {
   if (!requirements(t, ['root', 'qemu', 'dnsmasq', 'busybox', 'ip', 'tun', 'unshare', 'nsenter', 'setpriv', 'apt-get', 'dpkg'])) {
@@ -51,7 +38,7 @@ t.test('iPXE in a test namespace: DHCP from dnsmasq, script + kernel over HTTP',
     ].join('\n'),
   );
   const httpd = ns.spawn('httpd', ['busybox', 'httpd', '-f', '-vv', '-p', `${ns.address}:8080`, '-h', dir]);
-  await waitForHttp(ns, `${base}/boot.ipxe`);
+  await ns.waitForHttp(`${base}/boot.ipxe`);
 
   const vm = startQemu(t, {
     name: 'qemu-netns-selftest',

@@ -113,6 +113,20 @@ export class Netns {
     return run(this.wrap(argv), { timeoutMs });
   }
 
+  /** Resolves once `url` answers from inside the namespace (an HTTP server started there is up). */
+  async waitForHttp(url: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.run(['busybox', 'wget', '-q', '-O', '/dev/null', url], 10_000);
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
   /** Starts a long-running process inside the namespace; it is stopped by destroy(). */
   spawn(name: string, argv: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ManagedProcess {
     const p = new ManagedProcess({
