@@ -177,8 +177,7 @@ export function loadConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.e
     sessionTtl: 'RAMBOOT_SESSION_TTL',
     logLevel: 'RAMBOOT_LOG_LEVEL',
   });
-  const flagLayer = { ...flags, sessionTtl: flags.sessionTtl, unknownBoot: flags.unknownBoot };
-  for (const l of [envLayer, flagLayer]) {
+  for (const l of [envLayer, flags]) {
     setIfDefined(raw, ['dataDir'], l.dataDir);
     setIfDefined(raw, ['httpListen'], l.httpListen);
     setIfDefined(raw, ['publicUrl'], l.publicUrl);

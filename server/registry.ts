@@ -38,7 +38,7 @@ export class Registry {
 
   /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
   async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
-    if (!this.store.get(mac)) return;
+    if (!this.store.has(mac)) return;
     try {
       await this.events.append(mac, ev);
     } catch (e) {

@@ -141,7 +141,7 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
 
 async function recordTftp(registry: Registry, ev: TftpTransferEvent): Promise<void> {
   const mac = await macForIPv4(ev.client.address);
-  if (!mac || !registry.store.get(mac)) return;
+  if (!mac) return; // registry.event ignores MACs not in the registry
   await registry.event(mac, {
     event: 'tftp.transfer',
     // EDK2 (OVMF) asks for the size first and aborts with ERROR 8 once it has it: routine, not a warning

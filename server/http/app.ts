@@ -6,7 +6,7 @@ import { bootRouter, type BootRoutesDeps } from './boot-routes.js';
 import { HttpError } from './http-error.js';
 import { imagesRouter } from './images-route.js';
 import { macForIPv4 } from '../net/neighbours.js';
-import { requestLog } from './request-log.js';
+import { redactUrl, requestLog } from './request-log.js';
 
 export interface AppDeps extends BootRoutesDeps {
   apiToken: string;
@@ -58,7 +58,7 @@ export function createApp(d: AppDeps): Express {
         message = e.message;
       }
     } else {
-      d.logger.error({ event: 'http.error', err, url: req.originalUrl.replace(/(\/cloud-init\/[^/]+\/)[^/?]+/, '$1<token>') }, 'unhandled error');
+      d.logger.error({ event: 'http.error', err, url: redactUrl(req.originalUrl) }, 'unhandled error');
     }
     if (res.headersSent) return;
     if (api) res.status(status).json({ error: message });

@@ -16,6 +16,10 @@ export abstract class RecordIndex {
     return r ? structuredClone(r) : undefined;
   }
 
+  has(mac: Mac): boolean {
+    return this.records.has(mac);
+  }
+
   list(): MachineRecord[] {
     return [...this.records.values()].map((r) => structuredClone(r)).sort((a, b) => a.mac.localeCompare(b.mac));
   }

@@ -8,6 +8,7 @@ import type { MachineRecord } from '../machines/model.js';
  */
 export interface MachineStore {
   get(mac: Mac): MachineRecord | undefined;
+  has(mac: Mac): boolean;
   list(): MachineRecord[];
   count(): number;
   /**
