@@ -185,9 +185,11 @@ t.test('ramboot-ssh-hostkeys: ed25519 + ecdsa, no RSA, existing keys kept', asyn
   t.match(ed, /^ssh-ed25519 /);
   t.equal(run().status, 0);
   t.equal(readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8'), ed, 'kept on a second run');
+  const broken = spawnSync(join(FILES, 'ramboot-ssh-hostkeys'), [], { encoding: 'utf8', env: { PATH: `${process.env['PATH'] ?? ''}:/usr/bin`, RAMBOOT_SSH_DIR: join(dir, 'missing') } });
+  t.not(broken.status, 0, 'a key that cannot be made fails the unit (sshd would have no host key)');
 });
 
-t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: keys, hostname, phone_home', async (t) => {
+t.test('ramboot-nocloud reads what the ramboot server serves: keys + hostname early, phone_home later from the kept seed', async (t) => {
   if (!requirements(t, ['ssh-keygen'])) return;
   const { machineRecordSchema } = await import('../../server/machines/model.js');
   const { userData, metaData } = await import('../../server/boot/cloud-config.js');
@@ -208,7 +210,9 @@ t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: key
   const record = machineRecordSchema.parse({ mac: '52:54:00:12:34:56', hostname: 'web1.example.com', sshKeys: userKeys, userData: { runcmd: ['echo hi'] } });
 
   const phoneHomes: string[] = [];
+  const gets: string[] = [];
   const server = createServer((req, res) => {
+    if (req.method === 'GET') gets.push(req.url ?? '');
     let body = '';
     req.setEncoding('utf8');
     req.on('data', (d: string) => (body += d));
@@ -231,12 +235,15 @@ t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: key
 
   const kernelHostname = join(dir, 'kernel-hostname');
   writeFileSync(kernelHostname, 'ramboot-525400123456\n');
-  const r = await runScript(join(FILES, 'ramboot-nocloud'), [], {
+  const state = join(dir, 'state');
+  const env2 = {
     RAMBOOT_CMDLINE: `console=ttyS0 ds=nocloud-net;s=${base}/cloud-init/m/tok/`,
     RAMBOOT_NOCLOUD_ROOT: prefix,
+    RAMBOOT_NOCLOUD_STATE: state,
     RAMBOOT_HOSTNAME_FILE: kernelHostname,
     RAMBOOT_NOCLOUD_TRIES: '2',
-  });
+  };
+  const r = await runScript(join(FILES, 'ramboot-nocloud'), ['keys'], env2);
   t.equal(r.code, 0, r.stderr);
   t.equal(readFileSync(join(prefix, 'root/.ssh/authorized_keys'), 'utf8'), userKeys.map((k) => `${k}\n`).join(''), 'root gets exactly the registered keys (quoted comments too)');
   t.equal(statSync(join(prefix, 'root/.ssh/authorized_keys')).mode & 0o777, 0o600);
@@ -244,6 +251,14 @@ t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: key
   t.equal(readFileSync(kernelHostname, 'utf8'), 'web1\n', 'hostname set');
   t.equal(readFileSync(join(prefix, 'etc/hostname'), 'utf8'), 'web1\n');
   t.equal(readFileSync(join(prefix, 'etc/hosts'), 'utf8'), '127.0.0.1\tlocalhost\n127.0.1.1\tweb1.example.com web1\n');
+  t.equal(phoneHomes.length, 0, 'keys step: no phone_home (sshd may not be up yet; cloud-init does it in the cloud flavour)');
+  t.same(gets.sort(), ['/cloud-init/m/tok/meta-data', '/cloud-init/m/tok/user-data'], 'seed fetched once');
+  t.equal(statSync(state).mode & 0o777, 0o700, 'the kept seed is private');
+  t.equal(statSync(join(state, 'user-data')).mode & 0o777, 0o600);
+
+  const ph = await runScript(join(FILES, 'ramboot-nocloud'), ['phone-home'], env2);
+  t.equal(ph.code, 0, ph.stderr);
+  t.equal(gets.length, 2, 'phone-home reads the kept seed: no second fetch');
   t.equal(phoneHomes.length, 1, 'phoned home once');
   const form = Object.fromEntries(new URLSearchParams(phoneHomes[0] ?? ''));
   t.equal(form['hostname'], 'web1');
@@ -253,10 +268,18 @@ t.test('ramboot-nocloud (lean flavour) reads what the ramboot server serves: key
   t.equal(hostKeys.length, 2, 'the server reads both host keys from the post');
   t.match(hostKeys[0] ?? '', /^ssh-ed25519 /);
 
-  const none = await runScript(join(FILES, 'ramboot-nocloud'), [], { RAMBOOT_CMDLINE: 'quiet', RAMBOOT_NOCLOUD_ROOT: prefix });
+  const all = await runScript(join(FILES, 'ramboot-nocloud'), [], { ...env2, RAMBOOT_NOCLOUD_STATE: join(dir, 'state2') });
+  t.equal(all.code, 0, all.stderr);
+  t.equal(gets.length, 4, 'no argument: fetches the seed');
+  t.equal(phoneHomes.length, 2, 'and phones home');
+  const usage = await runScript(join(FILES, 'ramboot-nocloud'), ['bogus'], env2);
+  t.equal(usage.code, 2, 'unknown step: usage error');
+  t.match(usage.stderr, /usage: ramboot-nocloud/);
+
+  const none = await runScript(join(FILES, 'ramboot-nocloud'), [], { RAMBOOT_CMDLINE: 'quiet', RAMBOOT_NOCLOUD_ROOT: prefix, RAMBOOT_NOCLOUD_STATE: state });
   t.equal(none.code, 0, 'no seed: nothing to do, not an error');
   const bad = await runScript(join(FILES, 'ramboot-nocloud'), [], {
-    RAMBOOT_CMDLINE: `ds=nocloud-net;s=${base}/missing/`, RAMBOOT_NOCLOUD_ROOT: prefix, RAMBOOT_NOCLOUD_TRIES: '1',
+    RAMBOOT_CMDLINE: `ds=nocloud-net;s=${base}/missing/`, RAMBOOT_NOCLOUD_ROOT: prefix, RAMBOOT_NOCLOUD_TRIES: '1', RAMBOOT_NOCLOUD_STATE: join(dir, 'state3'),
   });
   t.equal(bad.code, 1, 'seed unreachable: the unit fails (visible in systemctl --failed)');
   t.match(bad.stderr, /cannot fetch/);

@@ -15,6 +15,29 @@ UsePAM yes
 X11Forwarding yes
 `;
 
+/** cloud-init 22.4's unit as Debian ships it (excerpt: the ordering lines that matter). */
+const CLOUD_INIT_SERVICE = `[Unit]
+Description=Initial cloud-init job (metadata service crawler)
+DefaultDependencies=no
+Wants=cloud-init-local.service
+Wants=sshd-keygen.service
+Wants=sshd.service
+After=cloud-init-local.service
+After=systemd-networkd-wait-online.service
+Before=network-online.target
+Before=sshd-keygen.service
+Before=sshd.service
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/cloud-init init
+RemainAfterExit=yes
+
+[Install]
+WantedBy=cloud-init.target
+`;
+
 /** What mmdebstrap leaves that the hooks touch, including the traps (absolute symlinks). */
 function debianRoot(extra: TreeSpec = {}): TreeSpec {
   return {
@@ -68,7 +91,11 @@ t.test('the shipped hooks are all executable NN-name files and the runner finds 
 });
 
 t.test('all hooks against a fake Debian root', async (t) => {
-  const root = await hookedRoot(t, { 'usr/lib/systemd/systemd-resolved': '', 'etc/cloud/cloud.cfg': 'users: [default]\n' });
+  const root = await hookedRoot(t, {
+    'usr/lib/systemd/systemd-resolved': '',
+    'etc/cloud/cloud.cfg': 'users: [default]\n',
+    'usr/lib/systemd/system/cloud-init.service': CLOUD_INIT_SERVICE,
+  });
 
   t.test('fstab: proc and tmpfs only', async (t) => {
     const lines = read(root, 'etc/fstab').split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#'));
@@ -106,10 +133,60 @@ t.test('all hooks against a fake Debian root', async (t) => {
     }
     const unit = read(root, 'etc/systemd/system/ramboot-ssh-hostkeys.service');
     t.match(unit, /^Before=.*\bssh\.service\b/m);
+    t.match(unit, /^Before=.*\bcloud-init\.service\b/m, 'before cloud-init, which keeps them (ssh_deletekeys: false)');
+    t.match(unit, /^DefaultDependencies=no$/m, 'early: not after sysinit.target');
+    t.notMatch(unit, /^After=.*cloud-init/m);
     t.match(unit, /^ExecStart=\/usr\/local\/sbin\/ramboot-ssh-hostkeys$/m);
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-ssh-hostkeys.service'), '/etc/systemd/system/ramboot-ssh-hostkeys.service');
     t.equal(linkOf(root, 'etc/systemd/system/ssh.service.wants/ramboot-ssh-hostkeys.service'), '/etc/systemd/system/ramboot-ssh-hostkeys.service');
     t.equal(statSync(join(root, 'usr/local/sbin/ramboot-ssh-hostkeys')).mode & 0o777, 0o755);
+  });
+
+  t.test('sshd starts once its host keys exist: not after sysinit.target, cloud-init or the seed', async (t) => {
+    const dropIn = read(root, 'etc/systemd/system/ssh.service.d/10-ramboot-early.conf');
+    t.match(dropIn, /^DefaultDependencies=no$/m);
+    t.match(dropIn, /^After=.*\bramboot-ssh-hostkeys\.service\b/m);
+    t.match(dropIn, /^Wants=ramboot-ssh-hostkeys\.service$/m);
+    t.match(dropIn, /^Conflicts=shutdown\.target$/m, 'still stopped at shutdown');
+    t.notMatch(dropIn, /ramboot-nocloud|cloud-init|sysinit/, 'authorized_keys are read at login: no wait for the seed');
+    t.match(dropIn, /^\[Service\]\n(#.*\n)*ExecStartPre=$/m, 'no separate sshd -t start');
+  });
+
+  t.test('root\'s keys from the seed as soon as networkd runs, in the cloud flavour too', async (t) => {
+    const unit = read(root, 'etc/systemd/system/ramboot-nocloud.service');
+    t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud keys$/m);
+    t.match(unit, /^DefaultDependencies=no$/m);
+    t.match(unit, /^After=systemd-networkd\.service\b/m, 'after networkd, not network-online (IPv6 DAD)');
+    t.notMatch(unit, /network-online|wait-online/);
+    t.match(unit, /^Before=ramboot-report-sshd\.service\b/m, 'sshd.ready is reported once the keys are in place');
+    t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
+    t.notOk(existsSync(join(root, 'etc/systemd/system/ramboot-nocloud-phone-home.service')), 'cloud-init phones home');
+    for (const f of ['ramboot-nocloud', 'ramboot-seed-url']) t.equal(statSync(join(root, 'usr/local/lib/ramboot', f)).mode & 0o777, 0o755, f);
+  });
+
+  t.test('cloud-init runs after sshd, at a low CPU weight, and no longer holds anything back', async (t) => {
+    const unit = read(root, 'etc/systemd/system/cloud-init.service');
+    t.match(unit, /^# ramboot: \/usr\/lib\/systemd\/system\/cloud-init\.service without the sshd ordering/m);
+    t.notMatch(unit, /^(Before|Wants)=.*sshd/m, 'no Before=/Wants= sshd (ssh.service\'s alias)');
+    t.match(unit, /^Before=sysinit\.target$/m, 'the rest of the packaged unit is kept');
+    t.match(unit, /^ExecStart=\/usr\/bin\/cloud-init init$/m);
+    const dropIn = read(root, 'etc/systemd/system/cloud-init.service.d/10-ramboot-after-ssh.conf');
+    t.match(dropIn, /^After=ramboot-nocloud\.service ssh\.service$/m);
+    t.match(dropIn, /^CPUWeight=20$/m);
+    t.equal(linkOf(root, 'etc/systemd/system/cloud-init-local.service'), '/dev/null', 'init-local masked (nothing to find, held networkd back)');
+    t.equal(linkOf(root, 'etc/systemd/system-generators/cloud-init-generator'), '/dev/null', 'no ds-identify run at every boot');
+    t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/cloud-init.target'), '/lib/systemd/system/cloud-init.target', 'enabled statically');
+    t.match(read(root, 'etc/tmpfiles.d/ramboot-cloud-init.conf'), /^f \/run\/cloud-init\/enabled /m, 'cloud-init status still says enabled');
+  });
+
+  t.test('systemd: no generators or first-boot work with nothing to do', async (t) => {
+    for (const g of ['systemd-cryptsetup-generator', 'systemd-sysv-generator', 'systemd-rc-local-generator', 'systemd-run-generator']) {
+      t.equal(linkOf(root, `etc/systemd/system-generators/${g}`), '/dev/null', g);
+    }
+    t.notOk(lstatSync(join(root, 'etc/systemd/system-generators/systemd-fstab-generator'), { throwIfNoEntry: false }), 'fstab generator kept (tmpfs /tmp)');
+    t.notOk(lstatSync(join(root, 'etc/systemd/system-generators/systemd-getty-generator'), { throwIfNoEntry: false }), 'getty generator kept');
+    for (const d of ['etc', 'var']) t.ok(existsSync(join(root, d, '.updated')), `${d}/.updated: ConditionNeedsUpdate= units skip`);
+    for (const u of ['systemd-binfmt.service', 'proc-sys-fs-binfmt_misc.automount']) t.equal(linkOf(root, `etc/systemd/system/${u}`), '/dev/null', `${u} masked`);
   });
 
   t.test('getty on ttyS0 and tty1', async (t) => {
@@ -140,6 +217,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.same(cfg['grub_dpkg'], { enabled: false });
     t.equal(cfg['locale'], 'false', 'cc_locale skipped (is_false)');
     t.same(cfg['ssh_genkeytypes'], ['ed25519', 'ecdsa']);
+    t.equal(cfg['ssh_deletekeys'], false, 'the host keys sshd started with are kept');
     t.same(cfg['datasource_list'], ['NoCloud', 'None']);
     t.same(cfg['growpart'], { mode: 'off' });
     t.equal(cfg['resize_rootfs'], false);
@@ -162,13 +240,13 @@ t.test('all hooks against a fake Debian root', async (t) => {
     for (const f of ['ramboot-report', 'ramboot-seed-url', 'ramboot-report-boot']) {
       t.equal(statSync(join(root, 'usr/local/lib/ramboot', f)).mode & 0o777, 0o755, f);
     }
-    t.notOk(existsSync(join(root, 'etc/systemd/system/ramboot-nocloud.service')), 'cloud-init image: no lean NoCloud reader');
     for (const [unit, arg] of [['ramboot-report-booted.service', 'booted'], ['ramboot-report-sshd.service', 'sshd']] as const) {
       const text = read(root, `etc/systemd/system/${unit}`);
       t.match(text, /^Type=exec$/m, `${unit} never blocks the boot`);
-      t.match(text, /^After=network-online\.target/m);
+      t.match(text, /^After=systemd-networkd-wait-online\.service/m, 'network up, without waiting for cloud-init (network-online.target does)');
+      t.match(text, /^DefaultDependencies=no$/m);
       t.match(text, new RegExp(`^ExecStart=/usr/local/lib/ramboot/ramboot-report-boot ${arg}$`, 'm'));
-      t.notMatch(text, /^Before=/m, `${unit}: nothing waits for it`);
+      t.notMatch(text, /^Before=(?!shutdown\.target$)/m, `${unit}: nothing waits for it`);
       t.equal(linkOf(root, `etc/systemd/system/multi-user.target.wants/${unit}`), `/etc/systemd/system/${unit}`);
     }
     t.match(read(root, 'etc/systemd/system/ramboot-report-sshd.service'), /^After=.*\bssh\.service\b/m);
@@ -213,10 +291,15 @@ t.test('lean root (no cloud-init, no resolved): hooks adapt, no host resolver sh
   const root = await hookedRoot(t);
   t.notOk(existsSync(join(root, 'etc/cloud')), 'no cloud-init config created');
   const unit = read(root, 'etc/systemd/system/ramboot-nocloud.service');
-  t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud$/m, 'lean NoCloud reader installed');
-  t.match(unit, /^Before=ramboot-report-sshd\.service$/m, 'sshd.ready is reported once the keys are in place');
-  t.notMatch(unit, /^Before=.*ssh\.service/m, 'sshd does not wait for it');
+  t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud keys$/m, 'the same seed reader for the keys');
+  t.notMatch(unit, /^Before=.*\bssh\.service/m, 'sshd does not wait for it');
   t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
+  const phone = read(root, 'etc/systemd/system/ramboot-nocloud-phone-home.service');
+  t.match(phone, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud phone-home$/m, 'no cloud-init: the reader phones home');
+  t.match(phone, /^After=ramboot-nocloud\.service ssh\.service$/m, '"ready" only once sshd is up');
+  t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud-phone-home.service'), '/etc/systemd/system/ramboot-nocloud-phone-home.service');
+  t.notOk(existsSync(join(root, 'etc/systemd/system/cloud-init.service')), 'no cloud-init unit written');
+  t.notOk(lstatSync(join(root, 'etc/systemd/system-generators/cloud-init-generator'), { throwIfNoEntry: false }), 'no cloud-init generator mask');
   t.ok(existsSync(join(root, 'usr/local/lib/ramboot/ramboot-seed-url')));
   t.notOk(lstatSync(join(root, 'etc/resolv.conf')).isSymbolicLink());
   t.notMatch(read(root, 'etc/resolv.conf'), /192\.0\.2\.53/, 'build host resolver removed');
@@ -237,6 +320,12 @@ t.test('sshd_config without the Include gets it at the top', async (t) => {
     'Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin yes\nPasswordAuthentication yes\n',
     'Include first: the drop-in wins (sshd keeps the first value it reads)',
   );
+});
+
+t.test('cloud-init without its packaged unit: the build fails, naming the cause', async (t) => {
+  const root = tempDir(t, 'hooks');
+  makeTree(root, debianRoot({ 'etc/cloud/cloud.cfg': 'users: [default]\n' }));
+  await t.rejects(runHooks(root, { logger: silentLogger() }), /hook 45-cloud-init failed .*cloud-init\.service is not/);
 });
 
 t.test('hooks never write outside the root through an absolute symlink', async (t) => {

@@ -69,9 +69,9 @@ export function runBuild(args: string[], env: NodeJS.ProcessEnv, onLine?: (l: st
 }
 
 export async function builtImage(opts: { flavour?: 'cloud' | 'lean'; suite?: string; onLine?: (l: string) => void } = {}): Promise<BuiltImage> {
-  const prebuilt = process.env['RAMBOOT_TEST_IMAGE_DATA_DIR'];
+  const prebuilt = process.env[opts.flavour === 'lean' ? 'RAMBOOT_TEST_LEAN_IMAGE_DATA_DIR' : 'RAMBOOT_TEST_IMAGE_DATA_DIR'];
   if (prebuilt) {
-    // Developer shortcut: boot an image built by hand (`ramboot build --data-dir DIR`).
+    // Developer shortcut: boot an image built by hand (`ramboot build --data-dir DIR [--flavour lean]`).
     const imageDir = join(prebuilt, 'images', 'default');
     const manifest = manifestSchema.parse(JSON.parse(await readFile(join(imageDir, 'manifest.json'), 'utf8')));
     return { dataDir: prebuilt, imageDir, manifest, built: false };
