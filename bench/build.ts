@@ -9,26 +9,15 @@ import { join } from 'node:path';
 import { CACHE_DIR } from '../test/lib/paths.js';
 import { freePort } from '../test/lib/free-port.js';
 import { run } from '../test/lib/run.js';
-import { startQemu, type TeardownTest } from '../test/lib/qemu.js';
+import { startQemu } from '../test/lib/qemu.js';
 import { runBuild, TEST_EPOCH } from '../test/build-lib/built-image.js';
 import { bootAndSsh } from '../test/build-lib/ssh-boot.js';
 import { startSeedServer } from '../test/build-lib/seed-server.js';
 import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
 import { progress } from './lib.js';
+import { BenchScope } from './scope.js';
 
 const MAC = '52:54:00:4a:11:02';
-
-/** Teardown collector standing in for a tap test. */
-class Scope implements TeardownTest {
-  private fns: Array<() => unknown> = [];
-  teardown(fn: () => unknown): void { this.fns.push(fn); }
-  comment(...args: unknown[]): void { progress(args.map(String).join(' ')); }
-  passing(): boolean { return true; }
-  async close(): Promise<void> {
-    for (const fn of this.fns.reverse()) await fn();
-    this.fns = [];
-  }
-}
 
 async function timedBuild(dataDir: string, sharedCache: string | null, flavour: string): Promise<{ seconds: number; rootCached: boolean }> {
   await mkdir(dataDir, { recursive: true });
@@ -49,7 +38,7 @@ async function timedBuild(dataDir: string, sharedCache: string | null, flavour: 
 interface BootResult { ramMiB: number; ok: boolean; seconds?: number; note: string }
 
 async function bootOnce(image: string, m: ImageManifest, ramMiB: number, work: string): Promise<BootResult> {
-  const scope = new Scope();
+  const scope = new BenchScope();
   try {
     const key = join(work, `id-${ramMiB}`);
     await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);

@@ -1,16 +1,19 @@
 /**
- * `npm run bench [-- http tftp build]`: runs the benchmarks and writes docs/benchmarks.md.
+ * `npm run bench [-- http tftp build boot repro]`: runs the benchmarks and writes docs/benchmarks.md.
  * Sections whose module is missing are reported as not run.
  */
 import { writeFile } from 'node:fs/promises';
 import { machineLine } from './lib.js';
 
-type Bench = { name: string; module: string; fn: string };
+/** optIn: only when named on the command line (slow). */
+type Bench = { name: string; module: string; fn: string; optIn?: boolean };
 
 const benches: Bench[] = [
   { name: 'http', module: './http.js', fn: 'runHttpBench' },
   { name: 'tftp', module: './tftp.js', fn: 'runTftpBench' },
   { name: 'build', module: './build.js', fn: 'runBuildBench' },
+  { name: 'boot', module: './boot.js', fn: 'runBootBench' },
+  { name: 'repro', module: './repro.js', fn: 'runReproBench', optIn: true },
 ];
 
 async function load(b: Bench): Promise<() => Promise<string>> {
@@ -23,7 +26,7 @@ async function load(b: Bench): Promise<() => Promise<string>> {
 const wanted = process.argv.slice(2);
 const sections: string[] = [];
 for (const b of benches) {
-  if (wanted.length && !wanted.includes(b.name)) continue;
+  if (wanted.length ? !wanted.includes(b.name) : b.optIn) continue;
   let fn: () => Promise<string>;
   try {
     fn = await load(b);

@@ -141,3 +141,16 @@ t.test('unknown package: named after apt resolves it (needs the Debian mirror)',
   t.match(r.stderr, /unknown-package: unknown package in suite bookworm: ramboot-no-such-package/);
   await assertIntact(t, dir, manifest);
 });
+
+t.test('a second build on the same cache while one runs: refused, naming the running build', async (t) => {
+  if (!requirements(t, ['root'])) return;
+  const { dir, manifest } = await dataDirWithImage(t);
+  await mkdir(join(dir, 'cache'), { recursive: true });
+  // This test process stands in for the running build: its pid is alive.
+  await writeFile(join(dir, 'cache', '.build.lock'), `${process.pid}\n`);
+  const r = await cli(['--data-dir', dir]);
+  t.equal(r.code, 1, r.stderr.slice(-2000));
+  t.match(r.stderr, new RegExp(`busy: another ramboot build \\(pid ${process.pid}\\) is using`));
+  t.equal(await readFile(join(dir, 'cache', '.build.lock'), 'utf8'), `${process.pid}\n`, "the running build's lock is left alone");
+  await assertIntact(t, dir, manifest);
+});

@@ -13,6 +13,7 @@ import { checkRootSafe } from './essentials.js';
 import { runHooks } from './hooks.js';
 import { runOk } from './run.js';
 import { checkPackagesExist } from './apt-check.js';
+import { acquireBuildLock } from './build-lock.js';
 
 export { BuildError };
 
@@ -113,6 +114,19 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
   await mkdir(imagesDir, { recursive: true });
   await mkdir(cacheDir, { recursive: true });
   await mkdir(buildsDir, { recursive: true });
+  const releaseLock = await acquireBuildLock(join(o.dataDir, 'cache'));
+  try {
+    return await buildLocked(o, logger, { started, inRelease, imagesDir, cacheDir, buildsDir });
+  } finally {
+    await releaseLock();
+  }
+}
+
+async function buildLocked(
+  o: BuildOptions, logger: Logger,
+  c: { started: number; inRelease: string; imagesDir: string; cacheDir: string; buildsDir: string },
+): Promise<BuildResult> {
+  const { started, inRelease, imagesDir, cacheDir, buildsDir } = c;
   await checkPackagesExist({ mirror: o.mirror, suite: o.suite, names: o.include, cacheDir });
   const work = await mkdtemp(join(buildsDir, `${o.name}-`));
   const staging = await mkdtemp(join(imagesDir, `.${o.name}.tmp-`));
