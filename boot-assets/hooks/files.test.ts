@@ -284,3 +284,30 @@ t.test('ramboot-nocloud reads what the ramboot server serves: keys + hostname ea
   t.equal(bad.code, 1, 'seed unreachable: the unit fails (visible in systemctl --failed)');
   t.match(bad.stderr, /cannot fetch/);
 });
+
+t.test('ramboot-nocloud: a seed without keys or hostname in user-data, /etc/hosts without a final newline', async (t) => {
+  const dir = tempDir(t, 'nocloud-min');
+  const prefix = join(dir, 'root');
+  mkdirSync(join(prefix, 'root/.ssh'), { recursive: true });
+  mkdirSync(join(prefix, 'etc'), { recursive: true });
+  writeFileSync(join(prefix, 'root/.ssh/authorized_keys'), 'ssh-ed25519 AAAAold stale\n');
+  writeFileSync(join(prefix, 'etc/hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\told\n::1\tlocalhost');
+  const server = createServer((req, res) => {
+    if (req.url === '/s/user-data') res.end('#cloud-config\nssh_authorized_keys: []\nruncmd:\n  - [echo, "- ssh-rsa AAAAnot-a-key-item"]\n');
+    else if (req.url === '/s/meta-data') res.end("instance-id: i-1\nlocal-hostname: 'node7.lab'\n");
+    else { res.statusCode = 404; res.end(); }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const kernelHostname = join(dir, 'kernel-hostname');
+  const r = await runScript(join(FILES, 'ramboot-nocloud'), ['keys'], {
+    RAMBOOT_CMDLINE: `ds=nocloud-net;s=http://127.0.0.1:${(server.address() as AddressInfo).port}/s/`,
+    RAMBOOT_NOCLOUD_ROOT: prefix, RAMBOOT_NOCLOUD_STATE: join(dir, 'state'), RAMBOOT_HOSTNAME_FILE: kernelHostname, RAMBOOT_NOCLOUD_TRIES: '2',
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(readFileSync(join(prefix, 'root/.ssh/authorized_keys'), 'utf8'), '', 'no keys in the seed: none for root (the stale one is gone)');
+  t.equal(statSync(join(prefix, 'root/.ssh/authorized_keys')).mode & 0o777, 0o600);
+  t.match(r.stderr, /0 SSH key\(s\) for root/);
+  t.equal(readFileSync(kernelHostname, 'utf8'), 'node7\n', 'local-hostname from meta-data, quotes removed');
+  t.equal(readFileSync(join(prefix, 'etc/hosts'), 'utf8'), '127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tnode7.lab node7\n', 'the last line kept without its newline, 127.0.1.1 replaced');
+});

@@ -245,6 +245,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
       t.match(text, /^Type=exec$/m, `${unit} never blocks the boot`);
       t.match(text, /^After=systemd-networkd-wait-online\.service/m, 'network up, without waiting for cloud-init (network-online.target does)');
       t.match(text, /^DefaultDependencies=no$/m);
+      t.match(text, /^CPUWeight=20$/m, 'background work: sshd and the first login get the CPU first');
       t.match(text, new RegExp(`^ExecStart=/usr/local/lib/ramboot/ramboot-report-boot ${arg}$`, 'm'));
       t.notMatch(text, /^Before=(?!shutdown\.target$)/m, `${unit}: nothing waits for it`);
       t.equal(linkOf(root, `etc/systemd/system/multi-user.target.wants/${unit}`), `/etc/systemd/system/${unit}`);
@@ -297,6 +298,7 @@ t.test('lean root (no cloud-init, no resolved): hooks adapt, no host resolver sh
   const phone = read(root, 'etc/systemd/system/ramboot-nocloud-phone-home.service');
   t.match(phone, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud phone-home$/m, 'no cloud-init: the reader phones home');
   t.match(phone, /^After=ramboot-nocloud\.service ssh\.service$/m, '"ready" only once sshd is up');
+  t.match(phone, /^CPUWeight=20$/m, 'background work');
   t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud-phone-home.service'), '/etc/systemd/system/ramboot-nocloud-phone-home.service');
   t.notOk(existsSync(join(root, 'etc/systemd/system/cloud-init.service')), 'no cloud-init unit written');
   t.notOk(lstatSync(join(root, 'etc/systemd/system-generators/cloud-init-generator'), { throwIfNoEntry: false }), 'no cloud-init generator mask');
