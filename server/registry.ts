@@ -6,6 +6,7 @@ import type { ImageStore } from './images/image-store.js';
 import { HttpError } from './http/http-error.js';
 import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './machines/model.js';
 import type { MachineStore } from './store/store.js';
+import { KeyedMutex } from './store/keyed-mutex.js';
 
 /** Phone-home sessions remembered per machine; sessions also expire (default 1 h). */
 const USED_SESSIONS_KEPT = 64;
@@ -21,6 +22,12 @@ export interface PhoneHomeReport {
 export class Registry {
   /** MACs of discovered (not yet registered) machines, kept current from store changes. */
   private discovered = new Set<string>();
+  /**
+   * Per MAC: an event is appended only while the machine is in the registry, and a delete removes
+   * the record and its timeline in one step, so a delete racing a PUT or a boot never drops the new
+   * machine's events nor leaves a timeline behind for a deleted one.
+   */
+  private readonly timeline = new KeyedMutex();
 
   constructor(
     readonly store: MachineStore,
@@ -38,12 +45,14 @@ export class Registry {
 
   /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
   async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
-    if (!this.store.has(mac)) return;
-    try {
-      await this.events.append(mac, ev);
-    } catch (e) {
-      this.logger.error({ event: 'events.append-failed', mac, err: e }, 'could not record a machine event');
-    }
+    await this.timeline.run(mac, async () => {
+      if (!this.store.has(mac)) return;
+      try {
+        await this.events.append(mac, ev);
+      } catch (e) {
+        this.logger.error({ event: 'events.append-failed', mac, err: e }, 'could not record a machine event');
+      }
+    });
   }
 
   private checkIfMatch(cur: MachineRecord | undefined, ifMatch: string | undefined): void {
@@ -105,15 +114,17 @@ export class Registry {
   }
 
   async remove(mac: Mac, ifMatch?: string): Promise<void> {
-    let existed = false;
-    await this.store.update(mac, (cur) => {
-      if (!cur) return undefined;
-      this.checkIfMatch(cur, ifMatch);
-      existed = true;
-      return null;
+    await this.timeline.run(mac, async () => {
+      let existed = false;
+      await this.store.update(mac, (cur) => {
+        if (!cur) return undefined;
+        this.checkIfMatch(cur, ifMatch);
+        existed = true;
+        return null;
+      });
+      if (!existed) throw new HttpError(404, `machine ${mac} is not registered`);
+      await this.events.remove(mac);
     });
-    if (!existed) throw new HttpError(404, `machine ${mac} is not registered`);
-    await this.events.remove(mac);
   }
 
   private async requireImage(name: string): Promise<void> {

@@ -4,6 +4,7 @@
  * Not a test on its own.
  */
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { silentLogger } from '../log.js';
 import { startTftpServer } from './server.js';
@@ -11,7 +12,20 @@ import { LOSS_CELLS, makeLossFiles, runCells, tempDir } from './test-support.js'
 
 const run = promisify(execFile);
 
+/**
+ * Refuses to touch loopback outside a fresh network namespace: run directly (say, by a test runner
+ * given the whole directory), the rules below would impair the host's loopback for everyone.
+ */
+async function assertFreshNetns(): Promise<void> {
+  const dev = await readFile('/proc/self/net/dev', 'utf8');
+  const ifaces = dev.split('\n').slice(2).map((l) => l.split(':')[0]?.trim() ?? '').filter(Boolean);
+  if (ifaces.some((i) => i !== 'lo')) {
+    throw new Error(`refusing to impair loopback: not in a fresh network namespace (interfaces: ${ifaces.join(', ')}); loss.test.ts starts this file under unshare --net`);
+  }
+}
+
 async function impair(): Promise<string> {
+  await assertFreshNetns();
   await run('ip', ['link', 'set', 'lo', 'up']);
   try {
     await run('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'loss', '5%', 'duplicate', '5%', 'reorder', '10%', 'delay', '1ms']);
