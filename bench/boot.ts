@@ -13,7 +13,7 @@ import { freePort } from '../test/lib/free-port.js';
 import { run } from '../test/lib/run.js';
 import { builtImage } from '../test/build-lib/built-image.js';
 import { bootAndSsh } from '../test/build-lib/ssh-boot.js';
-import { startSeedServer } from '../test/build-lib/seed-server.js';
+import { seedCmdline, startSeedServer } from '../test/build-lib/seed-server.js';
 import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
 import { BenchScope } from './scope.js';
 import { median, progress } from './lib.js';
@@ -30,7 +30,7 @@ async function bootOnce(c: Candidate, key: string, pub: string): Promise<void> {
     const r = await bootAndSsh(scope, {
       name: `bench-boot-${c.label.replace(/[^a-z0-9]+/gi, '-')}`,
       kernel: join(c.dir, 'vmlinuz'), initrd: join(c.dir, 'initrd.img'),
-      append: `${c.manifest.cmdline} BOOTIF=01-${MAC.replaceAll(':', '-')} ds=nocloud-net;s=http://10.0.2.2:${seed.port}/seed/ panic=-1`,
+      append: `${seedCmdline(c.manifest.cmdline, MAC, seed.port)} panic=-1`,
       memoryMiB: 512, mac: MAC, sshPort: await freePort(), key,
     });
     c.times.push(r.seconds);

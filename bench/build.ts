@@ -12,7 +12,7 @@ import { run } from '../test/lib/run.js';
 import { startQemu } from '../test/lib/qemu.js';
 import { runBuild, TEST_EPOCH } from '../test/build-lib/built-image.js';
 import { bootAndSsh } from '../test/build-lib/ssh-boot.js';
-import { startSeedServer } from '../test/build-lib/seed-server.js';
+import { seedCmdline, startSeedServer } from '../test/build-lib/seed-server.js';
 import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
 import { progress } from './lib.js';
 import { BenchScope } from './scope.js';
@@ -44,7 +44,7 @@ async function bootOnce(image: string, m: ImageManifest, ramMiB: number, work: s
     await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);
     const pub = (await readFile(`${key}.pub`, 'utf8')).trim();
     const seed = await startSeedServer(scope, { hostname: 'bench', sshKey: pub });
-    const cmdline = `${m.cmdline} BOOTIF=01-${MAC.replaceAll(':', '-')} ds=nocloud-net;s=http://10.0.2.2:${seed.port}/seed/ panic=-1`;
+    const cmdline = `${seedCmdline(m.cmdline, MAC, seed.port)} panic=-1`;
     if (ramMiB < m.minRamMiB) { // between the unpack need (~2 x squashfs + 80) and the floor: /init must refuse
       const vm = startQemu(scope, {
         name: `bench-lowram-${ramMiB}`, memoryMiB: ramMiB, kernel: join(image, 'vmlinuz'),

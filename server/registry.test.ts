@@ -7,20 +7,28 @@ import { silentLogger } from './log.js';
 import { parseMac, type Mac } from './mac.js';
 import { machineSpecSchema } from './machines/model.js';
 
-/** A timeline whose remove() / append() wait at gates the test opens: a slow disk, made deterministic. */
+/** A point async code stops at until the test opens it; `reached` resolves when code arrives there. */
+class Gate {
+  private arrive!: () => void;
+  readonly reached = new Promise<void>((r) => { this.arrive = r; });
+  open!: () => void;
+  private readonly opened = new Promise<void>((r) => { this.open = r; });
+  async pass(): Promise<void> {
+    this.arrive();
+    await this.opened;
+  }
+}
+
+/** A timeline whose remove() / append() can be held at a gate: a slow disk, made deterministic. */
 class GatedEventLog extends MemoryEventLog {
-  gate: Promise<void> | undefined;
-  removing: (() => void) | undefined;
-  appendGate: Promise<void> | undefined;
-  appending: (() => void) | undefined;
+  removeGate: Gate | undefined;
+  appendGate: Gate | undefined;
   override async remove(mac: Mac): Promise<void> {
-    this.removing?.();
-    if (this.gate) await this.gate;
+    await this.removeGate?.pass();
     await super.remove(mac);
   }
   override async append(mac: Mac, ev: Parameters<MemoryEventLog['append']>[1]): Promise<void> {
-    this.appending?.();
-    if (this.appendGate) await this.appendGate;
+    await this.appendGate?.pass();
     await super.append(mac, ev);
   }
 }
@@ -43,14 +51,12 @@ const spec = machineSpecSchema.parse({ sshKeys: [] });
 t.test('a PUT while a DELETE is still removing the timeline keeps the new machine\'s events', async (t) => {
   const { registry, events, store } = setup();
   await registry.put(mac, spec, false);
-  let open!: () => void;
-  events.gate = new Promise<void>((r) => { open = r; });
-  const removing = new Promise<void>((r) => { events.removing = r; });
+  const gate = (events.removeGate = new Gate());
   const del = registry.remove(mac);
-  await removing; // the record is gone, the timeline removal is under way
+  await gate.reached; // the record is gone, the timeline removal is under way
   const put = registry.put(mac, spec, false);
   await settle(); // without the per-MAC timeline lock the PUT completes here, and the removal then eats its event
-  open();
+  gate.open();
   await del;
   const { created } = await put;
   t.ok(created, 'registered again');
@@ -62,14 +68,12 @@ t.test('a PUT while a DELETE is still removing the timeline keeps the new machin
 t.test('a boot event being written when a DELETE comes leaves no timeline for the deleted machine', async (t) => {
   const { registry, events, store } = setup();
   await registry.put(mac, spec, false);
-  let open!: () => void;
-  events.appendGate = new Promise<void>((r) => { open = r; });
-  const appending = new Promise<void>((r) => { events.appending = r; });
+  const gate = (events.appendGate = new Gate());
   const ev = registry.event(mac, { event: 'ipxe.script', level: 'info', message: 'boot request' });
-  await appending; // the machine was registered when the event started
+  await gate.reached; // the machine was registered when the event started
   const del = registry.remove(mac);
   await settle(); // without the lock the DELETE finishes here, and the late append recreates the timeline
-  open();
+  gate.open();
   await Promise.all([del, ev]);
   t.notOk(store.has(mac), 'deleted');
   t.same(await events.list(mac), [], 'no events for a machine that is not registered');

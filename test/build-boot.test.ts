@@ -10,7 +10,7 @@ import { run } from './lib/run.js';
 import { builtImage, runBuild, TEST_EPOCH, type BuiltImage } from './build-lib/built-image.js';
 import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
 import { bootAndSsh, sshCommand } from './build-lib/ssh-boot.js';
-import { startSeedServer } from './build-lib/seed-server.js';
+import { seedCmdline, startSeedServer } from './build-lib/seed-server.js';
 
 /**
  * The real thing end to end: `ramboot build` (cached in .cache/build-images by its inputs), the real
@@ -137,7 +137,7 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
     // Still check the image itself, with a seed served here.
     t.comment('!!!!! no boot script from the server: booting with a test NoCloud seed instead');
     const seed = await startSeedServer(t, { hostname: 'bootit', sshKey: pub });
-    cmdline = `${image.manifest.cmdline} BOOTIF=01-${MAC.replaceAll(':', '-')} ds=nocloud-net;s=http://10.0.2.2:${seed.port}/seed/`;
+    cmdline = seedCmdline(image.manifest.cmdline, MAC, seed.port);
   }
 
   const disk = join(work, 'disk.raw');

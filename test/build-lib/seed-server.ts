@@ -30,3 +30,8 @@ export async function startSeedServer(t: TeardownTest, o: { hostname: string; ss
   const addr = srv.address();
   return { port: typeof addr === 'object' && addr ? addr.port : 0, requests };
 }
+
+/** The kernel command line that boots `imageCmdline` with the seed above (as 10.0.2.2 from QEMU's user network). */
+export function seedCmdline(imageCmdline: string, mac: string, seedPort: number): string {
+  return `${imageCmdline} BOOTIF=01-${mac.replaceAll(':', '-')} ds=nocloud-net;s=http://10.0.2.2:${seedPort}/seed/`;
+}
