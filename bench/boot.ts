@@ -11,10 +11,10 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/lib/free-port.js';
 import { run } from '../test/lib/run.js';
-import { builtImage } from '../test/build-lib/built-image.js';
-import { bootAndSsh } from '../test/build-lib/ssh-boot.js';
-import { seedCmdline, startSeedServer } from '../test/build-lib/seed-server.js';
-import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
+import { builtImage } from '../test/lib/built-image.js';
+import { bootAndSsh } from '../test/lib/ssh-boot.js';
+import { seedCmdline, startSeedServer } from '../test/lib/seed-server.js';
+import { manifestSchema, type ImageManifest } from '../common/manifest.js';
 import { BenchScope } from './scope.js';
 import { median, progress } from './lib.js';
 

@@ -10,10 +10,10 @@ import { CACHE_DIR } from '../test/lib/paths.js';
 import { freePort } from '../test/lib/free-port.js';
 import { run } from '../test/lib/run.js';
 import { startQemu } from '../test/lib/qemu.js';
-import { runBuild, TEST_EPOCH } from '../test/build-lib/built-image.js';
-import { bootAndSsh } from '../test/build-lib/ssh-boot.js';
-import { seedCmdline, startSeedServer } from '../test/build-lib/seed-server.js';
-import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
+import { runBuild, TEST_EPOCH } from '../test/lib/built-image.js';
+import { bootAndSsh } from '../test/lib/ssh-boot.js';
+import { seedCmdline, startSeedServer } from '../test/lib/seed-server.js';
+import { manifestSchema, type ImageManifest } from '../common/manifest.js';
 import { progress } from './lib.js';
 import { BenchScope } from './scope.js';
 

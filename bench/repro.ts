@@ -11,8 +11,8 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CACHE_DIR } from '../test/lib/paths.js';
 import { run } from '../test/lib/run.js';
-import { runBuild, TEST_EPOCH } from '../test/build-lib/built-image.js';
-import { manifestSchema } from '../server/images/manifest.js';
+import { runBuild, TEST_EPOCH } from '../test/lib/built-image.js';
+import { manifestSchema } from '../common/manifest.js';
 import { progress } from './lib.js';
 
 async function sha256(file: string): Promise<string> {

@@ -5,10 +5,10 @@
  * i.e. configured as safely as it allows) and against ramboot's server, and prints both.
  */
 import { createRequire } from 'node:module';
-import { silentLogger } from '../server/log.js';
+import { silentLogger } from '../common/log.js';
 import { startTftpServer } from '../server/tftp/server.js';
-import { ImpairRelay } from '../server/tftp/impair-relay.js';
-import { LOSS_CELLS, makeLossFiles, makeRandomFile, runCells, tempDir } from '../server/tftp/test-support.js';
+import { ImpairRelay } from '../test/tftp/impair-relay.js';
+import { LOSS_CELLS, makeLossFiles, makeRandomFile, runCells, tempDir } from '../test/tftp/support.js';
 
 interface NpmTftpServer {
   on(ev: 'error' | 'listening', fn: (e?: Error) => void): NpmTftpServer;

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { machineLine, median, progress, startProcess, stopProcess } from './lib.js';
-import { makeRandomFile, sha256File } from '../server/tftp/test-support.js';
+import { makeRandomFile, sha256File } from '../test/tftp/support.js';
 
 const run = promisify(execFile);
 const REPO = new URL('../', import.meta.url).pathname;

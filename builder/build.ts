@@ -2,8 +2,8 @@ import { mkdir, mkdtemp, rm, rename, readFile, writeFile, copyFile, statfs, stat
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { rootKey, restoreRoot, storeRoot } from './root-cache.js';
-import type { Logger } from '../server/log.js';
-import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
+import type { Logger } from '../common/log.js';
+import { manifestSchema, type ImageManifest } from '../common/manifest.js';
 import type { BuildOptions } from './options.js';
 import { packagesFor } from './packages.js';
 import { debootstrap, BuildError } from './mmdebstrap.js';

@@ -2,17 +2,17 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, readdir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { Logger } from '../server/log.js';
+import { assetPath } from '../common/assets.js';
+import type { Logger } from '../common/log.js';
 
 /** boot-assets/hooks: build-time scripts run against the root tree, in lexical order. */
 export function hooksDir(): string {
-  return fileURLToPath(new URL('../boot-assets/hooks', import.meta.url));
+  return assetPath('hooks');
 }
 
 /** boot-assets/fixes: shipped inside the OS (`ramboot-fix /target`); installed by a hook. */
 export function fixesDir(): string {
-  return fileURLToPath(new URL('../boot-assets/fixes', import.meta.url));
+  return assetPath('fixes');
 }
 
 /** A hook is an executable file named `NN-name`; anything else in the directory is not a hook. */

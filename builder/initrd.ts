@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat, readFile, access } from 'node:fs/promises';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { assetPath } from '../common/assets.js';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { runOk } from './run.js';
 
 /** The initrd's /init, shipped in boot-assets. */
-export const INIT_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'boot-assets', 'initrd', 'init');
+export const INIT_SCRIPT = assetPath('initrd', 'init');
 
 /** busybox applets /init uses (symlinks to /bin/busybox). */
 const APPLETS = [

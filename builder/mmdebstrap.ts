@@ -1,6 +1,6 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../common/log.js';
 import { run } from './run.js';
 
 export const HOOK_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'mmdebstrap-hook.sh');

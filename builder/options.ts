@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { IMAGE_NAME_RE } from '../server/images/manifest.js';
+import { IMAGE_NAME_RE } from '../common/manifest.js';
 import { PACKAGE_RE, type Flavour } from './packages.js';
 
 export interface BuildOptions {

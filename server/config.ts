@@ -3,8 +3,8 @@ import { networkInterfaces } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { IMAGE_NAME_RE } from './images/manifest.js';
-import { describeZodError } from './machines/model.js';
+import { IMAGE_NAME_RE } from '../common/manifest.js';
+import { describeZodError } from '../common/zod-error.js';
 import { normalizeSshKey } from './machines/ssh-key.js';
 
 export class ConfigError extends Error {

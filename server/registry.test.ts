@@ -3,8 +3,8 @@ import { Registry } from './registry.js';
 import { MemoryStore } from './store/memory-store.js';
 import { MemoryEventLog } from './events/event-log.js';
 import { ImageStore } from './images/image-store.js';
-import { silentLogger } from './log.js';
-import { parseMac, type Mac } from './mac.js';
+import { silentLogger } from '../common/log.js';
+import { parseMac, type Mac } from '../common/mac.js';
 import { machineSpecSchema } from './machines/model.js';
 
 /** A point async code stops at until the test opens it; `reached` resolves when code arrives there. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { Logger } from './log.js';
-import type { Mac } from './mac.js';
+import type { Logger } from '../common/log.js';
+import type { Mac } from '../common/mac.js';
 import type { EventLog, MachineEvent } from './events/event-log.js';
 import type { ImageStore } from './images/image-store.js';
 import { HttpError } from './http/http-error.js';

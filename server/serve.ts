@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { derivePublicUrl } from './config.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../common/log.js';
 import { Booter } from './boot/booter.js';
 import { RenderCache } from './boot/render-cache.js';
 import { SessionMinter } from './boot/sessions.js';

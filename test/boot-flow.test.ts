@@ -1,8 +1,8 @@
 import t from 'tap';
 import { parse } from 'yaml';
-import { makeKeyPair } from './support/ssh-keys.js';
-import { startTestServer } from './support/in-process-server.js';
-import { writeFakeImage } from './support/in-process-server.js';
+import { makeKeyPair } from './lib/ssh-keys.js';
+import { startTestServer } from './lib/in-process-server.js';
+import { writeFakeImage } from './lib/in-process-server.js';
 
 const admin = makeKeyPair().pub;
 const hostEd = makeKeyPair('ed25519', undefined, 'root@web1').pub;

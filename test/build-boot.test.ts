@@ -7,10 +7,10 @@ import { startQemu } from './lib/qemu.js';
 import { startRambootServer } from './lib/ramboot-server.js';
 import { freePort } from './lib/free-port.js';
 import { run } from './lib/run.js';
-import { builtImage, runBuild, TEST_EPOCH, type BuiltImage } from './build-lib/built-image.js';
-import { manifestSchema, type ImageManifest } from '../server/images/manifest.js';
-import { bootAndSsh, sshCommand } from './build-lib/ssh-boot.js';
-import { seedCmdline, startSeedServer } from './build-lib/seed-server.js';
+import { builtImage, runBuild, TEST_EPOCH, type BuiltImage } from './lib/built-image.js';
+import { manifestSchema, type ImageManifest } from '../common/manifest.js';
+import { bootAndSsh, sshCommand } from './lib/ssh-boot.js';
+import { seedCmdline, startSeedServer } from './lib/seed-server.js';
 
 /**
  * The real thing end to end: `ramboot build` (cached in .cache/build-images by its inputs), the real

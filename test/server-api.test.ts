@@ -2,8 +2,8 @@ import t from 'tap';
 import { readFile, writeFile, unlink } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { makeKeyPair } from './support/ssh-keys.js';
-import { startTestServer, writeFakeImage, type TestServer } from './support/in-process-server.js';
+import { makeKeyPair } from './lib/ssh-keys.js';
+import { startTestServer, writeFakeImage, type TestServer } from './lib/in-process-server.js';
 
 const key = makeKeyPair().pub;
 const key2 = makeKeyPair('ecdsa', 256).pub;

@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSy
 import { join } from 'node:path';
 import { fixesDir } from '../../builder/hooks.js';
 import { findExecutable, isCI, requirements } from '../../test/lib/requirements.js';
-import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../test-tree.js';
+import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../../test/lib/test-tree.js';
 
 const FIX = join(fixesDir(), 'ramboot-fix');
 const FIXTURES = join(fixesDir(), 'fixtures');

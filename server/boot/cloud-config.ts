@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 import type { MachineRecord } from '../machines/model.js';
 
 export const PHONE_HOME_POST = ['pub_key_rsa', 'pub_key_ecdsa', 'pub_key_ed25519', 'instance_id', 'hostname', 'fqdn'] as const;

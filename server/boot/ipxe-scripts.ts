@@ -1,4 +1,4 @@
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 import type { BootDecision } from './booter.js';
 import { renderTemplate } from './templates.js';
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parse } from 'yaml';
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 import type { LoadedImage } from '../images/image-store.js';
 import { machineRecordSchema } from '../machines/model.js';
 import { bootstrapScript, kernelCmdline, machineScript } from './ipxe-scripts.js';

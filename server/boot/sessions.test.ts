@@ -1,6 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 import { SessionMinter } from './sessions.js';
 
 const mac = 'aa:bb:cc:dd:ee:ff' as Mac;

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 
 /**
  * Boot sessions. A session token is minted each time a ramboot/once script is served and rides in

@@ -1,15 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { ipxeLineProblem } from './ipxe-safe.js';
-
-export const ASSETS_DIR = fileURLToPath(new URL('../../boot-assets/', import.meta.url));
+import { assetPath } from '../../common/assets.js';
+import { ipxeLineProblem } from '../../common/ipxe-safe.js';
 
 const cache = new Map<string, string>();
 
 function load(name: string): string {
   let t = cache.get(name);
   if (t === undefined) {
-    t = readFileSync(`${ASSETS_DIR}ipxe/${name}.ipxe`, 'utf8');
+    t = readFileSync(assetPath('ipxe', `${name}.ipxe`), 'utf8');
     cache.set(name, t);
   }
   return t;

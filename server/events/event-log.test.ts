@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm, stat, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Mac } from '../mac.js';
+import type { Mac } from '../../common/mac.js';
 import { FileEventLog, MemoryEventLog, type EventLog } from './event-log.js';
 
 const mac = '02:00:00:00:00:01' as Mac;

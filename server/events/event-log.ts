@@ -1,7 +1,7 @@
 import { appendFileSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { macToFileStem, type Mac } from '../mac.js';
+import { macToFileStem, type Mac } from '../../common/mac.js';
 
 export type EventLevel = 'info' | 'warning' | 'error';
 

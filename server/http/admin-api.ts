@@ -1,8 +1,9 @@
 import express, { Router, type Request, type Response } from 'express';
 import type { ZodType } from 'zod';
-import { parseMac, MacError, type Mac } from '../mac.js';
+import { parseMac, MacError, type Mac } from '../../common/mac.js';
 import { knownHostsLines } from '../boot/host-keys.js';
-import { describeZodError, machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
+import { describeZodError } from '../../common/zod-error.js';
+import { machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
 import { etagOf, type Registry } from '../registry.js';
 import { requireToken } from './auth.js';
 import { HttpError } from './http-error.js';

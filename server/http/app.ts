@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../common/log.js';
 import type { ImageStore } from '../images/image-store.js';
 import { adminRouter } from './admin-api.js';
 import { bootRouter, type BootRoutesDeps } from './boot-routes.js';

@@ -1,8 +1,8 @@
 import { Router } from 'express';
 import send from 'send';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../common/log.js';
 import type { ImageStore } from '../images/image-store.js';
-import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../images/manifest.js';
+import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../../common/manifest.js';
 
 /**
  * GET|HEAD /images/{name}/{file}: only files listed in the image's manifest, found by name (never by

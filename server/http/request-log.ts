@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../common/log.js';
 
 /** Boot session tokens ride in URL paths; never write them to logs. */
 export function redactUrl(url: string): string {

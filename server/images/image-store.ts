@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import NodeCache from 'node-cache';
-import type { Logger } from '../log.js';
-import { describeZodError } from '../machines/model.js';
-import { IMAGE_FILE_RE, IMAGE_NAME_RE, manifestSchema, type ImageManifest } from './manifest.js';
+import type { Logger } from '../../common/log.js';
+import { describeZodError } from '../../common/zod-error.js';
+import { IMAGE_FILE_RE, IMAGE_NAME_RE, manifestSchema, type ImageManifest } from '../../common/manifest.js';
 
 export interface LoadedImage {
   name: string;

@@ -1,4 +1,4 @@
-import { ipxeLineProblem } from '../boot/ipxe-safe.js';
+import { ipxeLineProblem } from '../../common/ipxe-safe.js';
 
 /**
  * Extra kernel arguments from the admin. They land inside an iPXE script, so they must not be able to

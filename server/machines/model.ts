@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { IMAGE_NAME_RE } from '../images/manifest.js';
+import { IMAGE_NAME_RE } from '../../common/manifest.js';
 import { hostnameProblem } from './hostname.js';
 import { kernelArgsProblem } from './kernel-args.js';
 import { normalizeSshKey, SshKeyError } from './ssh-key.js';
@@ -92,14 +92,3 @@ export const machineRecordSchema = z.strictObject({
   status: machineStatusSchema.default({ state: 'registered', hostKeys: [], usedSessions: [] }),
 });
 export type MachineRecord = z.infer<typeof machineRecordSchema>;
-
-/** Human-readable summary of a zod error: "field: message; field: message". */
-export function describeZodError(err: z.ZodError): string {
-  return err.issues
-    .map((i) => {
-      const path = i.path.map(String).join('.');
-      const msg = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
-      return path ? `${path}: ${msg}` : msg;
-    })
-    .join('; ');
-}

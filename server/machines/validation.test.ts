@@ -1,8 +1,9 @@
 import t from 'tap';
-import { makeKeyPair } from '../../test/support/ssh-keys.js';
+import { makeKeyPair } from '../../test/lib/ssh-keys.js';
 import { hostnameProblem } from './hostname.js';
 import { kernelArgsProblem } from './kernel-args.js';
-import { machineSpecSchema, describeZodError } from './model.js';
+import { describeZodError } from '../../common/zod-error.js';
+import { machineSpecSchema } from './model.js';
 import { parseSshPublicKey, SshKeyError } from './ssh-key.js';
 
 const keygen = (type: 'ed25519' | 'ecdsa' | 'rsa', bits?: number) => makeKeyPair(type, bits).pub;

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { tryParseMac, type Mac } from '../mac.js';
+import { tryParseMac, type Mac } from '../../common/mac.js';
 
 /**
  * MAC of an IPv4 neighbour from the kernel's ARP table (/proc/net/arp), so a TFTP transfer (which

@@ -7,10 +7,10 @@ import t, { type Test } from 'tap';
 import { createSocket, type Socket } from 'node:dgram';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { silentLogger } from '../log.js';
+import { silentLogger } from '../../common/log.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions, type TftpTransferEvent } from './server.js';
-import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS } from './test-support.js';
-import { prng } from './impair-relay.js';
+import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS } from '../../test/tftp/support.js';
+import { prng } from '../../test/tftp/impair-relay.js';
 
 interface Reply {
   msg: Buffer;

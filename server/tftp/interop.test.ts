@@ -6,7 +6,7 @@
 import t from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { silentLogger } from '../log.js';
+import { silentLogger } from '../../common/log.js';
 import { requirements } from '../../test/lib/requirements.js';
 import { startTftpServer, type TftpTransferEvent } from './server.js';
 import {
@@ -20,7 +20,7 @@ import {
   type ClientName,
   type Fetch,
   type Fixture,
-} from './test-support.js';
+} from '../../test/tftp/support.js';
 
 const BIG = 100 * 1024 * 1024;
 const IPXE_FILES = ['undionly.kpxe', 'snponly.efi', 'ipxe.efi'];

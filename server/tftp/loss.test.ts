@@ -9,11 +9,11 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { silentLogger } from '../log.js';
+import { silentLogger } from '../../common/log.js';
 import { requirements } from '../../test/lib/requirements.js';
 import { startTftpServer, type TftpTransferEvent } from './server.js';
-import { ImpairRelay } from './impair-relay.js';
-import { CLIENT_TOOLS, LOSS_CELLS, makeLossFiles, needExecutables, runCells, tempDir, type CellResult } from './test-support.js';
+import { ImpairRelay } from '../../test/tftp/impair-relay.js';
+import { CLIENT_TOOLS, LOSS_CELLS, makeLossFiles, needExecutables, runCells, tempDir, type CellResult } from '../../test/tftp/support.js';
 
 const CLIENTS = Object.values(CLIENT_TOOLS);
 const retried = (r: CellResult): string => (r.attempts > 1 ? `, attempt ${r.attempts}: atftp aborted on a network-duplicated OACK before` : '');
@@ -36,7 +36,7 @@ t.test('userspace relay: 5% loss, 5% duplication, 10% reordering each way', asyn
   t.ok(retrans > 0, `server recovered by retransmitting (${retrans} blocks)`);
 });
 
-const RUNNER = fileURLToPath(new URL('./loss-netns-runner.ts', import.meta.url));
+const RUNNER = fileURLToPath(new URL('../../test/tftp/loss-netns-runner.ts', import.meta.url));
 
 t.test('kernel impairment in a network namespace: 5% loss + 5% duplication on loopback', async (t) => {
   if (!requirements(t, ['root', 'unshare', 'ip'])) return;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { negotiate } from './options.js';
 import { encodeError, encodeOack, parseAck, parseError, parseRequest } from './packet.js';
 import { checkName, openServedFile, toNetascii } from './resolve.js';
-import { tempDir } from './test-support.js';
+import { tempDir } from '../../test/tftp/support.js';
 
 const LIMITS = { maxBlksize: 65464, maxWindowsize: 64, maxWindowBytes: 65536 };
 const req = (...parts: string[]): Buffer => Buffer.concat([Buffer.from([0, 1]), ...parts.map((p) => Buffer.from(`${p}\0`, 'latin1'))]);

@@ -6,7 +6,7 @@ import { createSocket, type Socket, type SocketType } from 'node:dgram';
 import { realpath, stat } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../common/log.js';
 import { negotiate } from './options.js';
 import {
   encodeError,

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { manifestSchema } from '../../server/images/manifest.js';
+import { manifestSchema } from '../../common/manifest.js';
 import { requirements } from './requirements.js';
 import { ensureTestKernel } from './test-kernel.js';
 import { writeTestImage } from './test-image.js';

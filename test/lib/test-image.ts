@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, mkdir, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { IMAGE_NAME_RE, manifestSchema, type ImageManifest } from '../../server/images/manifest.js';
+import { IMAGE_NAME_RE, manifestSchema, type ImageManifest } from '../../common/manifest.js';
 import { buildBusyboxInitrd, type BusyboxInitrdOptions } from './busybox-initrd.js';
 import { ensureTestKernel } from './test-kernel.js';
 

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { registerServeCommand } from './serve-command.js';
-import { registerBuildCommand } from '../builder/cli.js';
+import { registerBuildCommand } from './build-command.js';
 
 const program = new Command();
 program

@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, symlink, lstat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
-import { CACHE_DIR, REPO_ROOT } from '../lib/paths.js';
-import { manifestSchema, type ImageManifest } from '../../server/images/manifest.js';
+import { CACHE_DIR, REPO_ROOT } from './paths.js';
+import { manifestSchema, type ImageManifest } from '../../common/manifest.js';
 
 /**
  * A ramboot image built by the real `ramboot build`, cached in <repo>/.cache/build-images/<key>/ where
@@ -39,6 +39,7 @@ export async function imageKey(flavour: string, suite: string): Promise<string> 
   h.update(`${flavour}\0${suite}\0${TEST_EPOCH}\0`);
   const files = [
     ...(await listFiles(join(REPO_ROOT, 'builder'))),
+    ...(await listFiles(join(REPO_ROOT, 'common'))),
     ...(await listFiles(join(REPO_ROOT, 'boot-assets', 'initrd'))),
     ...(await listFiles(join(REPO_ROOT, 'boot-assets', 'hooks'))),
     ...(await listFiles(join(REPO_ROOT, 'boot-assets', 'fixes'))),

@@ -3,9 +3,9 @@ import t, { type Test } from 'tap';
 import { existsSync, lstatSync, readlinkSync, rmSync, statSync, symlinkSync, chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { runHooks, hooksDir, fixesDir, HookError, listHooks } from '../../builder/hooks.js';
-import { silentLogger } from '../../server/log.js';
-import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../test-tree.js';
+import { runHooks, hooksDir, fixesDir, HookError, listHooks } from './hooks.js';
+import { silentLogger } from '../common/log.js';
+import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../test/lib/test-tree.js';
 
 const SSHD_CONFIG = `# Debian's sshd_config (excerpt)
 Include /etc/ssh/sshd_config.d/*.conf

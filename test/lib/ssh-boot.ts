@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { startQemu, type Qemu, type TeardownTest } from '../lib/qemu.js';
+import { startQemu, type Qemu, type TeardownTest } from './qemu.js';
 
 export interface SshResult {
   code: number;

@@ -6,9 +6,9 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { silentLogger } from '../log.js';
-import { startTftpServer } from './server.js';
-import { LOSS_CELLS, makeLossFiles, runCells, tempDir } from './test-support.js';
+import { silentLogger } from '../../common/log.js';
+import { startTftpServer } from '../../server/tftp/server.js';
+import { LOSS_CELLS, makeLossFiles, runCells, tempDir } from './support.js';
 
 const run = promisify(execFile);
 

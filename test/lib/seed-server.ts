@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { TeardownTest } from '../lib/qemu.js';
+import type { TeardownTest } from './qemu.js';
 
 /**
  * A minimal NoCloud seed over HTTP on 127.0.0.1 (the guest reaches it as 10.0.2.2): meta-data,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ipxeLineProblem } from '../boot/ipxe-safe.js';
+import { ipxeLineProblem } from './ipxe-safe.js';
 
 /**
  * manifest.json of an image directory (<data-dir>/images/<name>/manifest.json).

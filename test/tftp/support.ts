@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findExecutable, isCI, type RequirementTest } from '../../test/lib/requirements.js';
+import { findExecutable, isCI, type RequirementTest } from '../lib/requirements.js';
 
 export interface Fixture {
   path: string;

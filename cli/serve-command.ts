@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { ConfigError, loadConfig, type ServeFlags } from './config.js';
-import { createLogger } from './log.js';
-import { startRamboot, StartupError } from './serve.js';
-import { SecretError } from './secrets.js';
+import { ConfigError, loadConfig, type ServeFlags } from '../server/config.js';
+import { createLogger } from '../common/log.js';
+import { startRamboot, StartupError } from '../server/serve.js';
+import { SecretError } from '../server/secrets.js';
 
 export function registerServeCommand(program: Command): void {
   program

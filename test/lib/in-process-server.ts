@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfig, type ServeFlags } from '../../server/config.js';
-import { createLogger } from '../../server/log.js';
+import { createLogger } from '../../common/log.js';
 import { startRamboot, type Ramboot } from '../../server/serve.js';
 
 export interface Teardown {

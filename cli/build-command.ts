@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { createLogger } from '../server/log.js';
-import { parseBuildOptions, DEFAULT_MIRROR, DEFAULT_SUITE } from './options.js';
-import { build, BuildError } from './build.js';
+import { createLogger } from '../common/log.js';
+import { parseBuildOptions, DEFAULT_MIRROR, DEFAULT_SUITE } from '../builder/options.js';
+import { build, BuildError } from '../builder/build.js';
 
 interface BuildFlags {
   dataDir?: string;
