@@ -5,14 +5,15 @@ import { join } from 'node:path';
 import type { Config } from './config.js';
 import { derivePublicUrl } from './config.js';
 import type { Logger } from '../common/log.js';
-import { Booter } from './boot/booter.js';
+import { BootScripts } from './boot/boot-scripts.js';
+import { PolicyBooter } from './boot/policy-booter.js';
 import { RenderCache } from './boot/render-cache.js';
 import { SessionMinter } from './boot/sessions.js';
 import { FileEventLog } from './events/event-log.js';
 import { createApp } from './http/app.js';
 import { ImageStore } from './images/image-store.js';
 import { macForIPv4 } from './net/neighbours.js';
-import { Registry } from './registry.js';
+import { Registry } from './machines/registry.js';
 import { loadApiToken, loadSessionSecret } from './secrets.js';
 import { FileStore } from './store/file-store.js';
 import { startTftpServer, type TftpServer, type TftpTransferEvent } from './tftp/server.js';
@@ -74,11 +75,12 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     store.onChange((mac) => cache.invalidate(mac));
 
     const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered);
-    const booter = new Booter(images, { boot: config.unknownMachines.boot, image: config.unknownMachines.image });
+    const booter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
     let publicUrl = config.publicUrl;
+    const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
-    const app = createApp({ registry, booter, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
+    const app = createApp({ registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     const server = createServer(app);
     server.keepAliveTimeout = 10_000;
     // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.

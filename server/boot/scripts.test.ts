@@ -23,6 +23,7 @@ const image: LoadedImage = {
     build: {},
   },
 };
+const machine = machineRecordSchema.parse({ mac, sshKeys: [] });
 const ctx = { mac, hostname: 'web1', publicUrl: 'http://10.0.0.1:8080', kernelArgs: 'quiet', platform: 'pcbios' };
 
 t.test('bootstrap chains to the per-MAC script with the machine facts', async (t) => {
@@ -33,13 +34,13 @@ t.test('bootstrap chains to the per-MAC script with the machine facts', async (t
 });
 
 t.test('ramboot script: kernel, every initrd, seed on the command line, failure path', async (t) => {
-  const s = machineScript({ kind: 'ramboot', mode: 'once', image }, ctx, 'TOKEN1');
+  const s = machineScript({ kind: 'ramboot', mode: 'once', image, machine }, ctx, 'TOKEN1');
   t.match(s, /^#!ipxe\n/);
   t.match(s, /kernel http:\/\/10\.0\.0\.1:8080\/images\/default\/vmlinuz console=ttyS0,115200 ramboot\.root=http:\/\/10\.0\.0\.1:8080\/images\/default\/root\.squashfs ramboot\.server=http:\/\/10\.0\.0\.1:8080 quiet BOOTIF=01-52-54-00-12-34-56 ds=nocloud-net;s=http:\/\/10\.0\.0\.1:8080\/cloud-init\/52:54:00:12:34:56\/TOKEN1\/ \|\| goto failed/);
   t.match(s, /initrd --name initrd\.img http:\/\/10\.0\.0\.1:8080\/images\/default\/initrd\.img \|\| goto failed\ninitrd --name extra\.img http:\/\/10\.0\.0\.1:8080\/images\/default\/extra\.img \|\| goto failed\nboot \|\| goto failed/);
   t.notMatch(s, /initrd=initrd\.img/, 'no initrd= on BIOS');
   t.match(s, /:failed\necho .*\nsleep 10\nexit 1\n$/);
-  const efi = kernelCmdline({ kind: 'ramboot', mode: 'ramboot', image }, { ...ctx, platform: 'efi' }, 'T');
+  const efi = kernelCmdline({ kind: 'ramboot', mode: 'ramboot', image, machine }, { ...ctx, platform: 'efi' }, 'T');
   t.match(efi, / initrd=initrd\.img initrd=extra\.img$/, 'EFI needs initrd= for each initrd');
 });
 

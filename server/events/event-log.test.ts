@@ -9,12 +9,12 @@ const mac = '02:00:00:00:00:01' as Mac;
 
 async function contract(t: Test, log: EventLog): Promise<void> {
   t.same(await log.list(mac), []);
-  await log.append(mac, { event: 'a', level: 'info', message: 'first' });
-  await log.append(mac, { event: 'b', level: 'warning', message: 'second', data: { x: 1 } });
+  await log.append(mac, { event: 'os.a', level: 'info', message: 'first' });
+  await log.append(mac, { event: 'os.b', level: 'warning', message: 'second', data: { x: 1 } });
   const all = await log.list(mac);
-  t.same(all.map((e) => [e.event, e.level, e.message]), [['a', 'info', 'first'], ['b', 'warning', 'second']]);
+  t.same(all.map((e) => [e.event, e.level, e.message]), [['os.a', 'info', 'first'], ['os.b', 'warning', 'second']]);
   t.match(all[0]?.time, /^\d{4}-\d\d-\d\dT/);
-  t.same((await log.list(mac, 1)).map((e) => e.event), ['b'], 'limit keeps the newest');
+  t.same((await log.list(mac, 1)).map((e) => e.event), ['os.b'], 'limit keeps the newest');
   t.same(await log.list(mac, 0), []);
   await log.remove(mac);
   t.same(await log.list(mac), []);
@@ -29,7 +29,7 @@ t.test('file event log: contract, trimming, torn last line', async (t) => {
   await log.init();
   await contract(t, log);
   const big = 'x'.repeat(600);
-  for (let i = 0; i < 1000; i++) await log.append(mac, { event: 'e', level: 'info', message: `${i} ${big}` });
+  for (let i = 0; i < 1000; i++) await log.append(mac, { event: 'os.e', level: 'info', message: `${i} ${big}` });
   const file = join(dir, '02-00-00-00-00-01.jsonl');
   t.ok((await stat(file)).size <= 256 * 1024 + 1024, 'file stays bounded');
   const kept = await log.list(mac, 10_000);

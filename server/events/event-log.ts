@@ -1,6 +1,7 @@
 import { appendFileSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { EventName } from '../../common/event-names.js';
 import { macToFileStem, type Mac } from '../../common/mac.js';
 
 export type EventLevel = 'info' | 'warning' | 'error';
@@ -8,15 +9,18 @@ export type EventLevel = 'info' | 'warning' | 'error';
 /** One entry of a machine's boot timeline. */
 export interface MachineEvent {
   time: string;
-  /** Dotted name, e.g. ipxe.script, image.fetch, cloud-init.seed, phone-home.ready, tftp.transfer. */
+  /** Dotted name from common/event-names.ts (a hand-edited file may hold others). */
   event: string;
   level: EventLevel;
   message: string;
   data?: Record<string, unknown>;
 }
 
+/** An event as an emitter hands it over: its name is one of the known ones. */
+export type NewEvent = Omit<MachineEvent, 'time' | 'event'> & { event: EventName; time?: string };
+
 export interface EventLog {
-  append(mac: Mac, ev: Omit<MachineEvent, 'time'> & { time?: string }): Promise<void>;
+  append(mac: Mac, ev: NewEvent): Promise<void>;
   /** Oldest first; at most `limit` newest entries. */
   list(mac: Mac, limit?: number): Promise<MachineEvent[]>;
   remove(mac: Mac): Promise<void>;
@@ -44,7 +48,7 @@ export class FileEventLog implements EventLog {
     return join(this.dir, `${macToFileStem(mac)}.jsonl`);
   }
 
-  async append(mac: Mac, ev: Omit<MachineEvent, 'time'> & { time?: string }): Promise<void> {
+  async append(mac: Mac, ev: NewEvent): Promise<void> {
     const entry: MachineEvent = { time: ev.time ?? new Date().toISOString(), event: ev.event, level: ev.level, message: ev.message };
     if (ev.data) entry.data = ev.data;
     const path = this.file(mac);
@@ -102,7 +106,7 @@ export class FileEventLog implements EventLog {
 /** In-memory EventLog (tests). */
 export class MemoryEventLog implements EventLog {
   private events = new Map<string, MachineEvent[]>();
-  async append(mac: Mac, ev: Omit<MachineEvent, 'time'> & { time?: string }): Promise<void> {
+  async append(mac: Mac, ev: NewEvent): Promise<void> {
     const list = this.events.get(mac) ?? [];
     list.push({ ...ev, time: ev.time ?? new Date().toISOString() });
     this.events.set(mac, list.slice(-MAX_EVENTS));

@@ -4,7 +4,8 @@ import { parseMac, MacError, type Mac } from '../../common/mac.js';
 import { knownHostsLines } from '../boot/host-keys.js';
 import { describeZodError } from '../../common/zod-error.js';
 import { machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
-import { etagOf, type Registry } from '../registry.js';
+import { etagOf, type Registry } from '../machines/registry.js';
+import { notRegistered } from '../machines/errors.js';
 import { requireToken } from './auth.js';
 import { HttpError } from './http-error.js';
 
@@ -58,13 +59,13 @@ export function adminRouter(registry: Registry, token: string): Router {
   r.use('/api', express.json({ limit: BODY_LIMIT, strict: true }));
 
   r.get('/api/v1/machines', (_req, res) => {
-    res.json({ machines: registry.store.list().map(view) });
+    res.json({ machines: registry.list().map(view) });
   });
 
   r.get('/api/v1/machines/:mac', (req, res) => {
     const mac = macParam(req);
-    const m = registry.store.get(mac);
-    if (!m) throw new HttpError(404, `machine ${mac} is not registered`);
+    const m = registry.get(mac);
+    if (!m) throw notRegistered(mac);
     sendMachine(res, m);
   });
 
@@ -90,16 +91,15 @@ export function adminRouter(registry: Registry, token: string): Router {
 
   r.get('/api/v1/machines/:mac/events', async (req, res) => {
     const mac = macParam(req);
-    if (!registry.store.get(mac)) throw new HttpError(404, `machine ${mac} is not registered`);
     const limitRaw = typeof req.query['limit'] === 'string' ? req.query['limit'] : undefined;
     if (limitRaw !== undefined && !/^\d{1,4}$/.test(limitRaw)) throw new HttpError(400, 'limit must be a number 0-9999');
-    res.json({ mac, events: await registry.events.list(mac, limitRaw ? Number(limitRaw) : undefined) });
+    res.json({ mac, events: await registry.timeline(mac, limitRaw ? Number(limitRaw) : undefined) });
   });
 
   r.get('/api/v1/machines/:mac/known_hosts', (req, res) => {
     const mac = macParam(req);
-    const m = registry.store.get(mac);
-    if (!m) throw new HttpError(404, `machine ${mac} is not registered`);
+    const m = registry.get(mac);
+    if (!m) throw notRegistered(mac);
     const names = [m.status.ip, m.status.reportedHostname ?? m.hostname].filter((x): x is string => !!x);
     res.type('text/plain; charset=utf-8').send(knownHostsLines(names, m.status.hostKeys));
   });

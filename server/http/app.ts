@@ -1,24 +1,23 @@
-import express, { type ErrorRequestHandler, type Express } from 'express';
+import express, { type Express } from 'express';
 import type { Logger } from '../../common/log.js';
 import type { ImageStore } from '../images/image-store.js';
-import { adminRouter } from './admin-api.js';
-import { bootRouter, type BootRoutesDeps } from './boot-routes.js';
-import { HttpError } from './http-error.js';
-import { imagesRouter } from './images-route.js';
+import type { Registry } from '../machines/registry.js';
 import { macForIPv4 } from '../net/neighbours.js';
-import { redactUrl, requestLog } from './request-log.js';
+import { adminRouter } from './admin-api.js';
+import { errorHandler } from './error-handler.js';
+import { imagesRouter } from './images-route.js';
+import { ipxeRouter, type IpxeRoutesDeps } from './ipxe-routes.js';
+import { requestLog } from './request-log.js';
+import { seedRouter, type SeedRoutesDeps } from './seed-routes.js';
 
-export interface AppDeps extends BootRoutesDeps {
+export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps {
   apiToken: string;
   images: ImageStore;
+  registry: Registry;
   logger: Logger;
 }
 
-interface BodyParserError extends Error {
-  type?: string;
-  status?: number;
-}
-
+/** The HTTP server's routes: admin API (token), iPXE scripts, NoCloud seeds, image files. */
 export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
@@ -26,7 +25,8 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', false);
   app.use(requestLog(d.logger));
   app.use(adminRouter(d.registry, d.apiToken));
-  app.use(bootRouter(d));
+  app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.event(mac, ev) }));
+  app.use(seedRouter(d));
   app.use(
     imagesRouter(d.images, d.logger, async (sent) => {
       // image requests carry no MAC; the neighbour table knows it when the client is on our link
@@ -38,32 +38,6 @@ export function createApp(d: AppDeps): Express {
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('not found\n');
   });
-  const onError: ErrorRequestHandler = (err: unknown, req, res, _next) => {
-    const api = req.path.startsWith('/api/');
-    let status = 500;
-    let message = 'internal error';
-    if (err instanceof HttpError) {
-      status = err.status;
-      message = err.message;
-    } else if (err instanceof Error && typeof (err as BodyParserError).type === 'string') {
-      const e = err as BodyParserError;
-      if (e.type === 'entity.too.large') {
-        status = 413;
-        message = 'request body is larger than 256 KiB';
-      } else if (e.type === 'entity.parse.failed') {
-        status = 400;
-        message = `request body is not valid JSON: ${e.message}`;
-      } else {
-        status = e.status ?? 400;
-        message = e.message;
-      }
-    } else {
-      d.logger.error({ event: 'http.error', err, url: redactUrl(req.originalUrl) }, 'unhandled error');
-    }
-    if (res.headersSent) return;
-    if (api) res.status(status).json({ error: message });
-    else res.status(status).type('text/plain').send(`${message}\n`);
-  };
-  app.use(onError);
+  app.use(errorHandler(d.logger));
   return app;
 }

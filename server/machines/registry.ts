@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import type { Logger } from '../common/log.js';
-import type { Mac } from '../common/mac.js';
-import type { EventLog, MachineEvent } from './events/event-log.js';
-import type { ImageStore } from './images/image-store.js';
-import { HttpError } from './http/http-error.js';
-import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './machines/model.js';
-import type { MachineStore } from './store/store.js';
-import { KeyedMutex } from './store/keyed-mutex.js';
+import type { Logger } from '../../common/log.js';
+import type { Mac } from '../../common/mac.js';
+import type { EventLog, MachineEvent, NewEvent } from '../events/event-log.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { MachineStore } from '../store/store.js';
+import { KeyedMutex } from '../store/keyed-mutex.js';
+import { notRegistered, RegistryError } from './errors.js';
+import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
 
 /** Phone-home sessions remembered per machine; sessions also expire (default 1 h). */
 const USED_SESSIONS_KEPT = 64;
@@ -22,30 +22,56 @@ export interface PhoneHomeReport {
 export class Registry {
   /** MACs of discovered (not yet registered) machines, kept current from store changes. */
   private discovered = new Set<string>();
+  /** MACs whose discovery write is under way: they count against the cap until it lands. */
+  private reserved = new Set<string>();
   /**
    * Per MAC: an event is appended only while the machine is in the registry, and a delete removes
    * the record and its timeline in one step, so a delete racing a PUT or a boot never drops the new
    * machine's events nor leaves a timeline behind for a deleted one.
    */
-  private readonly timeline = new KeyedMutex();
+  private readonly timelineLock = new KeyedMutex();
 
   constructor(
-    readonly store: MachineStore,
-    readonly events: EventLog,
+    private readonly store: MachineStore,
+    private readonly events: EventLog,
     private readonly images: ImageStore,
     private readonly logger: Logger,
     private readonly maxDiscovered: number,
   ) {
     for (const r of store.list()) if (r.discovered) this.discovered.add(r.mac);
     store.onChange((mac) => {
+      this.reserved.delete(mac);
       if (store.get(mac)?.discovered) this.discovered.add(mac);
       else this.discovered.delete(mac);
     });
   }
 
+  get(mac: Mac): MachineRecord | undefined {
+    return this.store.get(mac);
+  }
+
+  has(mac: Mac): boolean {
+    return this.store.has(mac);
+  }
+
+  list(): MachineRecord[] {
+    return this.store.list();
+  }
+
+  /** A machine's timeline, oldest first (at most `limit` newest events). */
+  async timeline(mac: Mac, limit?: number): Promise<MachineEvent[]> {
+    if (!this.store.has(mac)) throw notRegistered(mac);
+    return this.events.list(mac, limit);
+  }
+
+  /** Called after any change to a machine, by API, boot or hand edit. */
+  onChange(listener: (mac: Mac) => void): () => void {
+    return this.store.onChange(listener);
+  }
+
   /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
-  async event(mac: Mac, ev: Omit<MachineEvent, 'time'>): Promise<void> {
-    await this.timeline.run(mac, async () => {
+  async event(mac: Mac, ev: NewEvent): Promise<void> {
+    await this.timelineLock.run(mac, async () => {
       if (!this.store.has(mac)) return;
       try {
         await this.events.append(mac, ev);
@@ -57,13 +83,13 @@ export class Registry {
 
   private checkIfMatch(cur: MachineRecord | undefined, ifMatch: string | undefined): void {
     if (ifMatch === undefined || ifMatch === '*') {
-      if (ifMatch === '*' && !cur) throw new HttpError(412, 'If-Match: * but the machine does not exist');
+      if (ifMatch === '*' && !cur) throw new RegistryError('precondition-failed', 'If-Match: * but the machine does not exist');
       return;
     }
     // If-Match uses strong comparison: weak tags (W/"...") never match
     const want = ifMatch.split(',').map((s) => s.trim());
     if (!cur || !want.includes(etagOf(cur))) {
-      throw new HttpError(412, `the machine changed since you read it (its ETag is now ${cur ? etagOf(cur) : 'none'}); GET it again`);
+      throw new RegistryError('precondition-failed', `the machine changed since you read it (its ETag is now ${cur ? etagOf(cur) : 'none'}); GET it again`);
     }
   }
 
@@ -92,7 +118,7 @@ export class Registry {
   async patch(mac: Mac, patch: MachinePatch, ifMatch?: string): Promise<MachineRecord> {
     if (patch.image !== undefined) await this.requireImage(patch.image);
     const rec = await this.store.update(mac, (cur) => {
-      if (!cur) throw new HttpError(404, `machine ${mac} is not registered`);
+      if (!cur) throw notRegistered(mac);
       this.checkIfMatch(cur, ifMatch);
       const next: Record<string, unknown> = { ...cur };
       for (const [k, v] of Object.entries(patch)) {
@@ -114,7 +140,7 @@ export class Registry {
   }
 
   async remove(mac: Mac, ifMatch?: string): Promise<void> {
-    await this.timeline.run(mac, async () => {
+    await this.timelineLock.run(mac, async () => {
       let existed = false;
       await this.store.update(mac, (cur) => {
         if (!cur) return undefined;
@@ -122,28 +148,37 @@ export class Registry {
         existed = true;
         return null;
       });
-      if (!existed) throw new HttpError(404, `machine ${mac} is not registered`);
+      if (!existed) throw notRegistered(mac);
       await this.events.remove(mac);
     });
   }
 
   private async requireImage(name: string): Promise<void> {
     const found = await this.images.lookup(name);
-    if (!found.ok) throw new HttpError(400, `image: ${found.reason}`);
+    if (!found.ok) throw new RegistryError('invalid', `image: ${found.reason}`);
   }
 
   /** Record an unknown MAC that asked to boot. Returns the record, or undefined when over the cap. */
   async discover(mac: Mac, facts: Record<string, unknown>): Promise<MachineRecord | undefined> {
-    if (this.discovered.size >= this.maxDiscovered) {
+    const known = this.store.get(mac);
+    if (known) return known;
+    // A slot is taken before the write starts, so concurrent discoveries never pass the cap.
+    if (!this.reserved.has(mac) && this.discovered.size + this.reserved.size >= this.maxDiscovered) {
       this.logger.warn({ event: 'machine.discover-capped', mac, max: this.maxDiscovered }, 'too many discovered machines; not recording this one');
       return undefined;
     }
+    this.reserved.add(mac);
     let created = false;
-    const rec = await this.store.update(mac, (cur) => {
-      if (cur) return undefined;
-      created = true;
-      return machineRecordSchema.parse({ mac, sshKeys: [], boot: 'local', discovered: true, status: { state: 'discovered' } });
-    });
+    let rec: MachineRecord | undefined;
+    try {
+      rec = await this.store.update(mac, (cur) => {
+        if (cur) return undefined;
+        created = true;
+        return machineRecordSchema.parse({ mac, sshKeys: [], boot: 'local', discovered: true, status: { state: 'discovered' } });
+      });
+    } finally {
+      this.reserved.delete(mac);
+    }
     if (created) {
       this.logger.info({ event: 'machine.discovered', mac, facts }, `unknown machine ${mac} asked to boot; recorded as discovered`);
       await this.event(mac, { event: 'machine.discovered', level: 'info', message: 'unknown machine asked to boot', data: facts });

@@ -1,11 +1,11 @@
 import t from 'tap';
 import { Registry } from './registry.js';
-import { MemoryStore } from './store/memory-store.js';
-import { MemoryEventLog } from './events/event-log.js';
-import { ImageStore } from './images/image-store.js';
-import { silentLogger } from '../common/log.js';
-import { parseMac, type Mac } from '../common/mac.js';
-import { machineSpecSchema } from './machines/model.js';
+import { MemoryStore } from '../store/memory-store.js';
+import { MemoryEventLog } from '../events/event-log.js';
+import { ImageStore } from '../images/image-store.js';
+import { silentLogger } from '../../common/log.js';
+import { parseMac, type Mac } from '../../common/mac.js';
+import { machineSpecSchema } from './model.js';
 
 /** A point async code stops at until the test opens it; `reached` resolves when code arrives there. */
 class Gate {
@@ -81,5 +81,5 @@ t.test('a boot event being written when a DELETE comes leaves no timeline for th
 
 t.test('deleting an unknown machine: 404, nothing else touched', async (t) => {
   const { registry } = setup();
-  await t.rejects(registry.remove(mac), { name: 'HttpError', message: /is not registered/ });
+  await t.rejects(registry.remove(mac), { name: 'RegistryError', kind: 'not-found', message: /is not registered/ });
 });

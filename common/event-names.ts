@@ -1,0 +1,38 @@
+/**
+ * Every name a machine's timeline can hold: the one list emitters, the API docs and the tests use.
+ * Extend it; do not rename (admins' scripts follow these). Events the booted OS reports are
+ * `os.<name>` (see osEventName).
+ */
+export const TIMELINE_EVENTS = {
+  'api.registered': 'an admin registered the machine',
+  'api.replaced': 'an admin replaced the machine record',
+  'api.updated': 'an admin changed some fields',
+  'machine.discovered': 'an unknown MAC asked to boot and was recorded',
+  'dhcp.offer': 'ramboot\'s proxyDHCP answered the firmware with a boot file',
+  'dhcp.ignored': 'ramboot\'s proxyDHCP did not answer (reason given)',
+  'tftp.transfer': 'a TFTP transfer to the machine ended (ok, error, or a size probe)',
+  'ipxe.script': 'iPXE got a script that boots the ramboot image',
+  'ipxe.local': 'iPXE was told to boot the local disk',
+  'ipxe.refused': 'iPXE was told why the machine cannot boot ramboot',
+  'image.fetch': 'the machine fetched a file of its image',
+  'cloud-init.user-data': 'the booted OS fetched its NoCloud user-data',
+  'phone-home.ready': 'the booted OS reported its host keys and readiness',
+  'phone-home.duplicate': 'a second phone-home for a used boot session was refused',
+} as const;
+
+export type FixedEventName = keyof typeof TIMELINE_EVENTS;
+/** Progress events the booted OS sends, stored under "os.". */
+export type OsEventName = `os.${string}`;
+export type EventName = FixedEventName | OsEventName;
+
+/** What the OS may send as an event name (before the "os." prefix). */
+export const OS_EVENT_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The timeline name of an event the OS reported ("sshd.ready" -> "os.sshd.ready"; "os.x" stays). */
+export function osEventName(reported: string): OsEventName {
+  return (reported.startsWith('os.') ? reported : `os.${reported}`) as OsEventName;
+}
+
+export function isEventName(name: string): name is EventName {
+  return name in TIMELINE_EVENTS || (name.startsWith('os.') && OS_EVENT_RE.test(name.slice(3)));
+}

@@ -1,0 +1,131 @@
+import express, { Router, type Request, type Response } from 'express';
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { OS_EVENT_RE, osEventName } from '../../common/event-names.js';
+import type { Logger } from '../../common/log.js';
+import { tryParseMac, type Mac } from '../../common/mac.js';
+import { metaData, networkConfig, userData, vendorData } from '../boot/cloud-config.js';
+import { hostKeysFromPhoneHome } from '../boot/host-keys.js';
+import { seedUrl, TOKEN_PLACEHOLDER } from '../boot/ipxe-scripts.js';
+import type { RenderCache } from '../boot/render-cache.js';
+import type { SessionInfo, SessionMinter } from '../boot/sessions.js';
+import { hostnameProblem } from '../machines/hostname.js';
+import type { MachineRecord } from '../machines/model.js';
+import { etagOf, type Registry } from '../machines/registry.js';
+import { pathParam } from './params.js';
+
+export interface SeedRoutesDeps {
+  registry: Registry;
+  sessions: SessionMinter;
+  cache: RenderCache;
+  logger: Logger;
+  publicUrl: () => string;
+  /** Keys that may log in to discovered machines booted by the unknown-machine policy. */
+  unknownSshKeys: string[];
+}
+
+/** The host name a phone-home reports (fqdn, else hostname), only if it is a valid RFC 1123 name. */
+export function reportedHostname(body: Record<string, unknown>): string | undefined {
+  for (const field of ['fqdn', 'hostname']) {
+    const v = body[field];
+    if (typeof v === 'string' && v !== 'N/A' && hostnameProblem(v) === undefined) return v.toLowerCase();
+  }
+  return undefined;
+}
+
+const eventBody = z.strictObject({
+  event: z.string().regex(OS_EVENT_RE, 'event: 1-64 chars of a-z 0-9 . _ -'),
+  message: z.string().max(1024).optional(),
+});
+
+const SEED_FILES = ['meta-data', 'user-data', 'vendor-data', 'network-config'];
+
+interface LiveSession {
+  mac: Mac;
+  machine: MachineRecord;
+  session: SessionInfo;
+  token: string;
+}
+
+/** NoCloud seed under <public-url>/cloud-init/{mac}/{token}/: served only with a live boot session token. */
+export function seedRouter(d: SeedRoutesDeps): Router {
+  const r = Router();
+  const log = d.logger;
+
+  /** Resolve :mac/:token to a live session, or answer 404 (and log) and return undefined. */
+  const live = (req: Request, res: Response): LiveSession | undefined => {
+    const mac = tryParseMac(pathParam(req, 'mac'));
+    const token = pathParam(req, 'token');
+    if (mac) res.locals['mac'] = mac;
+    const result = mac ? d.sessions.verify(mac, token) : ({ ok: false, reason: 'malformed' } as const);
+    const machine = mac ? d.registry.get(mac) : undefined;
+    const used = result.ok && machine ? machine.status.usedSessions.includes(result.session.id) : false;
+    if (!mac || !result.ok || !machine || (used && req.method === 'GET')) {
+      const reason = !mac ? 'bad MAC' : !result.ok ? result.reason : !machine ? 'machine not registered' : 'session already phoned home';
+      log.warn({ event: 'seed.refused', mac: mac ?? undefined, client: req.ip, reason, path: req.path.split('/').pop() }, `refused NoCloud request: ${reason}`);
+      res.status(404).type('text/plain').send('not found\n');
+      return undefined;
+    }
+    return { mac, machine, session: result.session, token };
+  };
+
+  const renderUserData = (s: LiveSession): string => {
+    const key = `ud|${etagOf(s.machine)}|${d.publicUrl()}`;
+    let cached = d.cache.get(s.mac, key);
+    if (cached === undefined) {
+      const m = s.machine.discovered ? { ...s.machine, sshKeys: d.unknownSshKeys } : s.machine;
+      cached = userData(m, seedUrl(d.publicUrl(), s.mac, TOKEN_PLACEHOLDER));
+      d.cache.set(s.mac, key, cached);
+    }
+    return cached.replaceAll(TOKEN_PLACEHOLDER, s.token);
+  };
+
+  r.get('/cloud-init/:mac/:token/:file', (req, res) => {
+    const file = pathParam(req, 'file');
+    if (!SEED_FILES.includes(file)) {
+      res.status(404).type('text/plain').send('not found\n');
+      return;
+    }
+    const s = live(req, res);
+    if (!s) return;
+    let body: string;
+    if (file === 'user-data') {
+      body = renderUserData(s);
+      log.info({ event: 'seed.user-data', mac: s.mac, client: req.ip }, `${s.mac} fetched its user-data`);
+      void d.registry.event(s.mac, { event: 'cloud-init.user-data', level: 'info', message: 'fetched NoCloud user-data', data: { ip: req.ip } });
+    } else if (file === 'meta-data') body = metaData(s.machine, s.session.id);
+    else if (file === 'vendor-data') body = vendorData();
+    else body = networkConfig();
+    res.type('text/plain; charset=utf-8').set('Cache-Control', 'no-store').send(body);
+  });
+
+  const formOrJson = [express.urlencoded({ extended: false, limit: '64kb' }), express.json({ limit: '64kb' })];
+
+  r.post('/cloud-init/:mac/:token/phone-home', ...formOrJson, async (req, res) => {
+    const s = live(req, res);
+    if (!s) return;
+    const body: Record<string, unknown> = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
+    const hostKeys = hostKeysFromPhoneHome(body);
+    const ip = req.ip?.replace(/^::ffff:/, '');
+    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
+    if (outcome === 'accepted') res.status(200).type('text/plain').send('ok\n');
+    else if (outcome === 'duplicate') res.status(409).type('text/plain').send('this boot session already phoned home\n');
+    else res.status(404).type('text/plain').send('not found\n');
+  });
+
+  r.post('/cloud-init/:mac/:token/event', express.json({ limit: '8kb' }), async (req, res) => {
+    const s = live(req, res);
+    if (!s) return;
+    const parsed = eventBody.safeParse(req.body);
+    if (!parsed.success) {
+      res.status(400).json({ error: parsed.error.issues.map((i) => i.message).join('; ') });
+      return;
+    }
+    const message = (parsed.data.message ?? '').replace(/[^\x20-\x7e]/g, ' ');
+    log.info({ event: 'os.event', mac: s.mac, osEvent: parsed.data.event, message }, `${s.mac}: ${parsed.data.event}`);
+    await d.registry.event(s.mac, { event: osEventName(parsed.data.event), level: 'info', message, data: { ip: req.ip } });
+    res.status(204).end();
+  });
+
+  return r;
+}
