@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { IMAGE_NAME_RE } from '../common/manifest.js';
 import { describeZodError } from '../common/zod-error.js';
 import { normalizeSshKey } from './machines/ssh-key.js';
+import { SETTINGS, type ServeFlags, type Setting } from './settings.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -84,20 +85,7 @@ export interface Config extends Omit<Parsed, 'publicUrl' | 'tftp'> {
   tftp: { enabled: boolean; listen: ListenAddress; ipxeDir: string };
 }
 
-/** Flags as commander hands them over (all optional strings/booleans). */
-export interface ServeFlags {
-  config?: string;
-  dataDir?: string;
-  httpListen?: string;
-  publicUrl?: string;
-  apiTokenFile?: string;
-  tftpListen?: string;
-  tftp?: boolean; // commander's --no-tftp sets tftp=false
-  ipxeDir?: string;
-  unknownBoot?: string;
-  sessionTtl?: string;
-  logLevel?: string;
-}
+export type { ServeFlags };
 
 function firstExternalIPv4(): string | undefined {
   for (const addrs of Object.values(networkInterfaces())) {
@@ -113,8 +101,7 @@ export function derivePublicUrl(l: ListenAddress): string {
   return `http://${h}:${l.port}`;
 }
 
-function setIfDefined(obj: Record<string, unknown>, path: string[], value: unknown): void {
-  if (value === undefined) return;
+function setPath(obj: Record<string, unknown>, path: readonly string[], value: unknown): void {
   let o = obj;
   for (const k of path.slice(0, -1)) {
     const next = o[k];
@@ -124,10 +111,29 @@ function setIfDefined(obj: Record<string, unknown>, path: string[], value: unkno
   o[path.at(-1)!] = value;
 }
 
-function int(value: string | undefined, what: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) throw new ConfigError(`${what}: "${value}" is not a whole number`);
-  return Number(value);
+/** The value one setting gets from a flag or environment string, or undefined when not given. */
+function settingValue(s: Setting, raw: string | boolean | undefined, fromEnv: boolean): unknown {
+  if (raw === undefined) return undefined;
+  switch (s.kind) {
+    case 'off-switch':
+      // commander gives false for --no-x (true when absent); the environment says 1 or true
+      if (fromEnv) return raw === '1' || raw === 'true' ? false : undefined;
+      return raw === false ? false : undefined;
+    case 'int':
+      if (typeof raw !== 'string' || !/^\d+$/.test(raw)) throw new ConfigError(`${s.what ?? s.option}: "${String(raw)}" is not a whole number`);
+      return Number(raw);
+    default:
+      return raw;
+  }
+}
+
+function applyLayer(raw: Record<string, unknown>, values: (s: Setting) => string | boolean | undefined, fromEnv: boolean): void {
+  for (const s of SETTINGS) {
+    const v = settingValue(s, values(s), fromEnv);
+    if (v === undefined) continue;
+    setPath(raw, s.path, v);
+    if (s.implies) setPath(raw, s.implies.path, s.implies.value);
+  }
 }
 
 /**
@@ -155,43 +161,8 @@ export function loadConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.e
       Object.assign(raw, doc);
     }
   }
-  const layer = (src: { [k: string]: string | boolean | undefined }, names: Record<string, string>) => ({
-    dataDir: src[names['dataDir']!],
-    httpListen: src[names['httpListen']!],
-    publicUrl: src[names['publicUrl']!],
-    apiTokenFile: src[names['apiTokenFile']!],
-    tftpListen: src[names['tftpListen']!],
-    ipxeDir: src[names['ipxeDir']!],
-    unknownBoot: src[names['unknownBoot']!],
-    sessionTtl: src[names['sessionTtl']!],
-    logLevel: src[names['logLevel']!],
-  });
-  const envLayer = layer(env, {
-    dataDir: 'RAMBOOT_DATA_DIR',
-    httpListen: 'RAMBOOT_HTTP_LISTEN',
-    publicUrl: 'RAMBOOT_PUBLIC_URL',
-    apiTokenFile: 'RAMBOOT_API_TOKEN_FILE',
-    tftpListen: 'RAMBOOT_TFTP_LISTEN',
-    ipxeDir: 'RAMBOOT_IPXE_DIR',
-    unknownBoot: 'RAMBOOT_UNKNOWN_BOOT',
-    sessionTtl: 'RAMBOOT_SESSION_TTL',
-    logLevel: 'RAMBOOT_LOG_LEVEL',
-  });
-  for (const l of [envLayer, flags]) {
-    setIfDefined(raw, ['dataDir'], l.dataDir);
-    setIfDefined(raw, ['httpListen'], l.httpListen);
-    setIfDefined(raw, ['publicUrl'], l.publicUrl);
-    setIfDefined(raw, ['apiTokenFile'], l.apiTokenFile);
-    setIfDefined(raw, ['tftp', 'listen'], l.tftpListen);
-    setIfDefined(raw, ['tftp', 'ipxeDir'], l.ipxeDir);
-    setIfDefined(raw, ['unknownMachines', 'boot'], l.unknownBoot);
-    setIfDefined(raw, ['sessionTtlSeconds'], int(typeof l.sessionTtl === 'string' ? l.sessionTtl : undefined, 'session TTL'));
-    setIfDefined(raw, ['logLevel'], l.logLevel);
-  }
-  const envNoTftp = env['RAMBOOT_NO_TFTP'];
-  if (envNoTftp === '1' || envNoTftp === 'true') setIfDefined(raw, ['tftp', 'enabled'], false);
-  if (flags.tftp === false) setIfDefined(raw, ['tftp', 'enabled'], false);
-  else if (flags.tftpListen !== undefined) setIfDefined(raw, ['tftp', 'enabled'], true);
+  applyLayer(raw, (s) => env[s.env], true);
+  applyLayer(raw, (s) => flags[s.option], false);
 
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`invalid configuration: ${describeZodError(parsed.error)}`);
