@@ -122,6 +122,19 @@ export async function build(o: BuildOptions, logger: Logger): Promise<BuildResul
   }
 }
 
+/** Where one build works: temp dirs it removes at the end, and the shared dirs it reads and fills. */
+interface BuildDirs {
+  imagesDir: string;
+  cacheDir: string;
+  /** Scratch: the root tree, the downloaded .debs, the squashfs. */
+  work: string;
+  /** The new image directory, renamed into place at the end. */
+  staging: string;
+  root: string;
+  /** mmdebstrap's outputs: kernel.deb, busybox.deb, packages.tsv, kernel.txt. */
+  out: string;
+}
+
 async function buildLocked(
   o: BuildOptions, logger: Logger,
   c: { started: number; inRelease: string; imagesDir: string; cacheDir: string; buildsDir: string },
@@ -130,101 +143,20 @@ async function buildLocked(
   await checkPackagesExist({ mirror: o.mirror, suite: o.suite, names: o.include, cacheDir });
   const work = await mkdtemp(join(buildsDir, `${o.name}-`));
   const staging = await mkdtemp(join(imagesDir, `.${o.name}.tmp-`));
-  const root = join(work, 'root');
-  const out = join(work, 'out');
-  const packages = packagesFor(o.flavour, o.include);
+  const d: BuildDirs = { imagesDir, cacheDir, work, staging, root: join(work, 'root'), out: join(work, 'out') };
   logger.info({ event: 'build.start', name: o.name, flavour: o.flavour, suite: o.suite, mirror: o.mirror, work });
   try {
-    await mkdir(out, { recursive: true });
-    const key = await rootKey({ suite: o.suite, mirror: o.mirror, packages, sourceDateEpoch: o.sourceDateEpoch, inRelease });
-    if (await restoreRoot(cacheDir, key, root, out)) {
-      logger.info({ event: 'build.step', step: 'root restored from cache', key });
-    } else {
-      await debootstrap({
-        suite: o.suite, mirror: o.mirror, packages, rootDir: root, cacheDir, outDir: out,
-        sourceDateEpoch: o.sourceDateEpoch, logger,
-      });
-      logger.info({ event: 'build.step', step: 'caching the root', key });
-      await storeRoot(cacheDir, key, root, out);
-    }
+    await prepareRoot(o, logger, d, inRelease);
     logger.info({ event: 'build.step', step: 'kernel' });
-    const kernel = await installKernel(join(out, 'kernel.deb'), work, root);
-    logger.info({ event: 'build.step', step: 'hooks' });
-    await runHooks(root, {
-      logger,
-      env: { RAMBOOT_FLAVOUR: o.flavour, RAMBOOT_IMAGE: o.name, SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) },
-      onProgress: (hook, i, n) => logger.info({ event: 'build.hook', hook, index: i, total: n }),
-    });
-    await checkRootSafe(root);
-    await cleanRoot(root);
-    const rootBytes = await treeBytes(root);
-    logger.info({ event: 'build.step', step: 'initrd', rootMiB: Math.round(rootBytes / 1048576) });
-    await runOk('dpkg-deb', ['-x', join(out, 'busybox.deb'), join(work, 'busybox')]);
-    const initrd = await assembleInitrd({
-      rootDir: root,
-      busybox: join(work, 'busybox', 'bin', 'busybox'),
-      modules: await initrdModules(root, kernel.version),
-      imageName: o.name,
-      rootBytes,
-      epoch: o.sourceDateEpoch,
-      squashfsFile: join(work, 'root.squashfs'),
-      outFile: join(staging, 'initrd.img'),
-    });
-    await copyFile(kernel.vmlinuz, join(staging, 'vmlinuz'));
-    const vmlinuzStat = await stat(join(staging, 'vmlinuz'));
-    const [kpkg = '', kver = ''] = (await readFile(join(out, 'kernel.txt'), 'utf8')).trim().split(' ');
-    const manifest = manifestSchema.parse({
-      schema: 1,
-      name: o.name,
-      createdAt: new Date(o.sourceDateEpoch * 1000).toISOString(),
-      kernelVersion: kernel.version,
-      kernel: 'vmlinuz',
-      initrd: ['initrd.img'],
-      files: {
-        vmlinuz: { sha256: await sha256File(join(staging, 'vmlinuz')), size: vmlinuzStat.size },
-        'initrd.img': { sha256: initrd.sha256, size: initrd.size },
-      },
-      cmdline: DEFAULT_CMDLINE,
-      minRamMiB: initrd.ram.minRamMiB,
-      packages: [...parsePackages(await readFile(join(out, 'packages.tsv'), 'utf8')), { name: kpkg, version: kver }],
-      build: {
-        design: 'squashfs-in-initrd',
-        rootModes: { overlay: 'default: squashfs kept in RAM under a tmpfs overlay', copy: 'ramboot.root=copy: whole root copied into a tmpfs' },
-        minRamMiBCopy: Math.ceil(initrd.ram.minMemTotalKiBCopy / 1024) + KERNEL_RESERVED_MIB,
-        flavour: o.flavour,
-        suite: o.suite,
-        mirror: o.mirror,
-        include: o.include,
-        sourceDateEpoch: o.sourceDateEpoch,
-        mmdebstrap: { mode: 'root', variant: 'minbase', mergedUsr: 'hook' },
-        kernelPackage: `${kpkg}=${kver}`,
-        rootBytes,
-        rootSquashfs: { size: initrd.squashfsSize, sha256: initrd.squashfsSha256 },
-      },
-    });
-    await writeFile(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    await chmod(staging, 0o755); // mkdtemp made it 0700; a web server user must be able to read it
-    // Swap: the previous image stays whole until the new one is complete.
-    const final = join(imagesDir, o.name);
-    const old = `${staging}.old`;
-    let hadOld = false;
-    try {
-      await rename(final, old);
-      hadOld = true;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ENOENT') throw err;
-    }
-    try {
-      await rename(staging, final);
-    } catch (err) {
-      if (hadOld) await rename(old, final);
-      throw err;
-    }
-    if (hadOld) await rm(old, { recursive: true, force: true });
+    const kernel = await installKernel(join(d.out, 'kernel.deb'), work, d.root);
+    await runBuildHooks(o, logger, d.root);
+    const assembled = await assembleImage(o, logger, d, kernel.version, kernel.vmlinuz);
+    const manifest = await writeManifest(o, d, kernel.version, assembled);
+    const final = await swapIntoPlace(d.staging, join(imagesDir, o.name));
     const seconds = Math.round((Date.now() - started) / 100) / 10;
     logger.info({
       event: 'build.done', name: o.name, imageDir: final, seconds, kernelVersion: kernel.version,
-      initrdMiB: Math.round(initrd.size / 104857.6) / 10, minRamMiB: manifest.minRamMiB,
+      initrdMiB: Math.round(assembled.initrd.size / 104857.6) / 10, minRamMiB: manifest.minRamMiB,
     });
     return { imageDir: final, manifest, seconds };
   } catch (err) {
@@ -237,4 +169,111 @@ async function buildLocked(
     await rm(staging, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The Debian root: from the cache when the same inputs built it before, else mmdebstrap (then cached). */
+async function prepareRoot(o: BuildOptions, logger: Logger, d: BuildDirs, inRelease: string): Promise<void> {
+  await mkdir(d.out, { recursive: true });
+  const packages = packagesFor(o.flavour, o.include);
+  const key = await rootKey({ suite: o.suite, mirror: o.mirror, packages, sourceDateEpoch: o.sourceDateEpoch, inRelease });
+  if (await restoreRoot(d.cacheDir, key, d.root, d.out)) {
+    logger.info({ event: 'build.step', step: 'root restored from cache', key });
+    return;
+  }
+  await debootstrap({
+    suite: o.suite, mirror: o.mirror, packages, rootDir: d.root, cacheDir: d.cacheDir, outDir: d.out,
+    sourceDateEpoch: o.sourceDateEpoch, logger,
+  });
+  logger.info({ event: 'build.step', step: 'caching the root', key });
+  await storeRoot(d.cacheDir, key, d.root, d.out);
+}
+
+/** boot-assets/hooks against the root, then the checks and clean-up that make it safe to ship. */
+async function runBuildHooks(o: BuildOptions, logger: Logger, root: string): Promise<void> {
+  logger.info({ event: 'build.step', step: 'hooks' });
+  await runHooks(root, {
+    logger,
+    env: { RAMBOOT_FLAVOUR: o.flavour, RAMBOOT_IMAGE: o.name, SOURCE_DATE_EPOCH: String(o.sourceDateEpoch) },
+    onProgress: (hook, i, n) => logger.info({ event: 'build.hook', hook, index: i, total: n }),
+  });
+  await checkRootSafe(root);
+  await cleanRoot(root);
+}
+
+type Assembled = { initrd: Awaited<ReturnType<typeof assembleInitrd>>; rootBytes: number; vmlinuzBytes: number };
+
+/** initrd.img (busybox /init + the root as squashfs) and vmlinuz into the staging directory. */
+async function assembleImage(o: BuildOptions, logger: Logger, d: BuildDirs, kernelVersion: string, vmlinuz: string): Promise<Assembled> {
+  const rootBytes = await treeBytes(d.root);
+  logger.info({ event: 'build.step', step: 'initrd', rootMiB: Math.round(rootBytes / 1048576) });
+  await runOk('dpkg-deb', ['-x', join(d.out, 'busybox.deb'), join(d.work, 'busybox')]);
+  const initrd = await assembleInitrd({
+    rootDir: d.root,
+    busybox: join(d.work, 'busybox', 'bin', 'busybox'),
+    modules: await initrdModules(d.root, kernelVersion),
+    imageName: o.name,
+    rootBytes,
+    epoch: o.sourceDateEpoch,
+    squashfsFile: join(d.work, 'root.squashfs'),
+    outFile: join(d.staging, 'initrd.img'),
+  });
+  await copyFile(vmlinuz, join(d.staging, 'vmlinuz'));
+  return { initrd, rootBytes, vmlinuzBytes: (await stat(join(d.staging, 'vmlinuz'))).size };
+}
+
+/** manifest.json: the contract with the server (common/manifest.ts), validated before it is written. */
+async function writeManifest(o: BuildOptions, d: BuildDirs, kernelVersion: string, a: Assembled): Promise<ImageManifest> {
+  const [kpkg = '', kver = ''] = (await readFile(join(d.out, 'kernel.txt'), 'utf8')).trim().split(' ');
+  const manifest = manifestSchema.parse({
+    schema: 1,
+    name: o.name,
+    createdAt: new Date(o.sourceDateEpoch * 1000).toISOString(),
+    kernelVersion,
+    kernel: 'vmlinuz',
+    initrd: ['initrd.img'],
+    files: {
+      vmlinuz: { sha256: await sha256File(join(d.staging, 'vmlinuz')), size: a.vmlinuzBytes },
+      'initrd.img': { sha256: a.initrd.sha256, size: a.initrd.size },
+    },
+    cmdline: DEFAULT_CMDLINE,
+    minRamMiB: a.initrd.ram.minRamMiB,
+    packages: [...parsePackages(await readFile(join(d.out, 'packages.tsv'), 'utf8')), { name: kpkg, version: kver }],
+    build: {
+      design: 'squashfs-in-initrd',
+      rootModes: { overlay: 'default: squashfs kept in RAM under a tmpfs overlay', copy: 'ramboot.root=copy: whole root copied into a tmpfs' },
+      minRamMiBCopy: Math.ceil(a.initrd.ram.minMemTotalKiBCopy / 1024) + KERNEL_RESERVED_MIB,
+      flavour: o.flavour,
+      suite: o.suite,
+      mirror: o.mirror,
+      include: o.include,
+      sourceDateEpoch: o.sourceDateEpoch,
+      mmdebstrap: { mode: 'root', variant: 'minbase', mergedUsr: 'hook' },
+      kernelPackage: `${kpkg}=${kver}`,
+      rootBytes: a.rootBytes,
+      rootSquashfs: { size: a.initrd.squashfsSize, sha256: a.initrd.squashfsSha256 },
+    },
+  });
+  await writeFile(join(d.staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  return manifest;
+}
+
+/** Renames the finished image over the old one; the previous image stays whole until then. */
+async function swapIntoPlace(staging: string, final: string): Promise<string> {
+  await chmod(staging, 0o755); // mkdtemp made it 0700; a web server user must be able to read it
+  const old = `${staging}.old`;
+  let hadOld = false;
+  try {
+    await rename(final, old);
+    hadOld = true;
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOENT') throw err;
+  }
+  try {
+    await rename(staging, final);
+  } catch (err) {
+    if (hadOld) await rename(old, final);
+    throw err;
+  }
+  if (hadOld) await rm(old, { recursive: true, force: true });
+  return final;
 }
