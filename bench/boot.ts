@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/lib/free-port.js';
-import { run } from '../test/lib/run.js';
+import { runOk } from '../common/run.js';
 import { builtImage } from '../test/lib/built-image.js';
 import { bootAndSsh } from '../test/lib/ssh-boot.js';
 import { seedCmdline, startSeedServer } from '../test/lib/seed-server.js';
@@ -63,7 +63,7 @@ export async function runBootBench(): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), 'ramboot-bench-boot-'));
   try {
     const key = join(work, 'id');
-    await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
     const pub = (await readFile(`${key}.pub`, 'utf8')).trim();
     for (let i = 0; i < boots; i++) {
       for (const c of cands) await bootOnce(c, key, pub);

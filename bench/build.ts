@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CACHE_DIR } from '../test/lib/paths.js';
 import { freePort } from '../test/lib/free-port.js';
-import { run } from '../test/lib/run.js';
+import { runOk } from '../common/run.js';
 import { startQemu } from '../test/lib/qemu.js';
 import { runBuild, TEST_EPOCH } from '../test/lib/built-image.js';
 import { bootAndSsh } from '../test/lib/ssh-boot.js';
@@ -41,7 +41,7 @@ async function bootOnce(image: string, m: ImageManifest, ramMiB: number, work: s
   const scope = new BenchScope();
   try {
     const key = join(work, `id-${ramMiB}`);
-    await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
     const pub = (await readFile(`${key}.pub`, 'utf8')).trim();
     const seed = await startSeedServer(scope, { hostname: 'bench', sshKey: pub });
     const cmdline = `${seedCmdline(m.cmdline, MAC, seed.port)} panic=-1`;

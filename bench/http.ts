@@ -4,17 +4,17 @@
  *  2. streaming a 200 MiB initrd to 1 and 50 concurrent clients, ramboot vs nginx on loopback.
  * The server under test runs in its own process; the load generator is this process (+ curl).
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import autocannon from 'autocannon';
-import { freePort, machineLine, median, progress, startProcess, stopProcess } from './lib.js';
+import { runOk } from '../common/run.js';
+import { freePort } from '../test/lib/free-port.js';
+import { machineLine, median, progress, startProcess, stopProcess } from './lib.js';
 
-const run = promisify(execFile);
 const REPO = new URL('../', import.meta.url).pathname;
 const MACHINES = 10_000;
 const FILE_MIB = 200;
@@ -79,7 +79,7 @@ async function streamBench(url: string, clients: number): Promise<number> {
   const started = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      const { stdout } = await run('curl', ['-sf', '-o', '/dev/null', '-w', '%{size_download}', url], { maxBuffer: 1 << 20 });
+      const { stdout } = await runOk('curl', ['-sf', '-o', '/dev/null', '-w', '%{size_download}', url]);
       if (Number(stdout) !== FILE_MIB << 20) throw new Error(`short download from ${url}: ${stdout} bytes`);
     }),
   );
@@ -126,7 +126,7 @@ export async function runHttpBench(): Promise<string> {
       { cwd: REPO },
     );
     const startMs = Date.now() - t0;
-    const rss = Number((await run('ps', ['-o', 'rss=', '-p', String(server.pid)])).stdout.trim()) / 1024;
+    const rss = Number((await runOk('ps', ['-o', 'rss=', '-p', String(server.pid)])).stdout.trim()) / 1024;
     progress(`ramboot up with ${MACHINES} machines in ${startMs} ms, RSS ${rss.toFixed(0)} MiB`);
     let out = '';
     try {

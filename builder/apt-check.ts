@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run } from './run.js';
+import { run } from '../common/run.js';
 import { BuildError, classifyFailure } from './mmdebstrap.js';
 
 /**

@@ -11,7 +11,7 @@ import { installKernel, initrdModules } from './kernel.js';
 import { assembleInitrd, sha256File, KERNEL_RESERVED_MIB } from './initrd.js';
 import { checkRootSafe } from './essentials.js';
 import { runHooks } from './hooks.js';
-import { runOk } from './run.js';
+import { runOk } from '../common/run.js';
 import { checkPackagesExist } from './apt-check.js';
 import { acquireBuildLock } from './build-lock.js';
 

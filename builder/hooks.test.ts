@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { runHooks, hooksDir, fixesDir, HookError, listHooks } from './hooks.js';
 import { silentLogger } from '../common/log.js';
-import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../test/lib/test-tree.js';
+import { makeTree, read, snapshot, type TreeSpec } from '../test/lib/test-tree.js';
+import { tempDir } from '../test/lib/temp-dir.js';
 
 const SSHD_CONFIG = `# Debian's sshd_config (excerpt)
 Include /etc/ssh/sshd_config.d/*.conf

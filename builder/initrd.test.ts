@@ -4,20 +4,13 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { findExecutable } from '../test/lib/requirements.js';
+import { needExecutables, requirements } from '../test/lib/requirements.js';
 import { assembleInitrd, ramPolicy, sha256File } from './initrd.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-const missing = [
-  ...(BUSYBOX ? [] : ['busybox (busybox-static)']),
-  ...['mksquashfs', 'unsquashfs', 'cpio'].filter((x) => !findExecutable(x)).map((x) => `${x} (squashfs-tools/cpio)`),
-];
-if (missing.length) {
-  if (process.env['CI'] === 'true') throw new Error(`initrd test needs ${missing.join(', ')}: run scripts/setup-system.sh`);
-  t.comment(`!!!!! SKIPPING initrd tests: missing ${missing.join(', ')}`);
-  t.pass('skipped', { skip: missing.join(', ') });
-}
-const ready = missing.length === 0;
+const ready = requirements(t, ['busybox']) && needExecutables(t, [
+  { exe: 'mksquashfs', pkg: 'squashfs-tools' }, { exe: 'unsquashfs', pkg: 'squashfs-tools' }, { exe: 'cpio', pkg: 'cpio' },
+]);
 
 /** A small root tree; `order` changes creation order, `stamp` the mtimes: neither may matter. */
 async function fixtureRoot(dir: string, order: 'a' | 'b', stamp: number): Promise<void> {

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat, readFile, access } from 'node:fs/promises';
 import { assetPath } from '../common/assets.js';
 import { writeCpio, type CpioEntry } from './cpio.js';
-import { runOk } from './run.js';
+import { runOk } from '../common/run.js';
 
 /** The initrd's /init, shipped in boot-assets. */
 export const INIT_SCRIPT = assetPath('initrd', 'init');

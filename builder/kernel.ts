@@ -1,6 +1,6 @@
 import { readdir, readFile, rename, rm, mkdir, copyFile } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { runOk } from './run.js';
+import { runOk } from '../common/run.js';
 
 /**
  * Module trees of Debian's generic kernel kept in the image (paths under lib/modules/<ver>/kernel/),

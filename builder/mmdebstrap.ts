@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../common/log.js';
-import { run } from './run.js';
+import { run } from '../common/run.js';
 
 export const HOOK_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'mmdebstrap-hook.sh');
 /** Bump when the mmdebstrap arguments below change (part of the root cache key). */

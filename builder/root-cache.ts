@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, copyFile, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runOk } from './run.js';
+import { runOk } from '../common/run.js';
 import { HOOK_SCRIPT, MMDEBSTRAP_ARGS_VERSION } from './mmdebstrap.js';
 
 /**

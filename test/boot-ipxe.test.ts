@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { tempDir } from './lib/temp-dir.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +8,7 @@ import { writeTestImage } from './lib/test-image.js';
 import { DEFAULT_INITRD_MARKER } from './lib/busybox-initrd.js';
 import { startQemu } from './lib/qemu.js';
 import { startRambootServer, type RambootServer } from './lib/ramboot-server.js';
-import { run } from './lib/run.js';
+import { runOk } from '../common/run.js';
 
 // End to end against the real server: QEMU (SeaBIOS + its iPXE NIC ROM, user-mode network) fetches
 // /boot.ipxe, the per-MAC script, the kernel and initrd, and the busybox initrd prints /proc/cmdline.
@@ -20,15 +21,9 @@ function esc(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-async function tempDir(t: Test, prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 async function sshPublicKey(dir: string): Promise<string> {
   const key = join(dir, 'id_ed25519');
-  await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'ramboot-test', '-f', key]);
+  await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ramboot-test', '-f', key]);
   return (await readFile(`${key}.pub`, 'utf8')).trim();
 }
 
@@ -47,10 +42,10 @@ async function registerMachine(t: Test, srv: RambootServer, sshKey: string): Pro
 
 /** Server + test image + registered machine. */
 async function setup(t: Test, publicUrl: string | ((port: number) => string)): Promise<RambootServer> {
-  const dataDir = await tempDir(t, 'ramboot-boot-ipxe-');
+  const dataDir = tempDir(t, 'boot-ipxe');
   await writeTestImage(dataDir, 'test', { minRamMiB: 256 });
   const srv = await startRambootServer(t, { dataDir, publicUrl });
-  await registerMachine(t, srv, await sshPublicKey(await tempDir(t, 'ramboot-boot-key-')));
+  await registerMachine(t, srv, await sshPublicKey(tempDir(t, 'boot-key')));
   return srv;
 }
 

@@ -6,7 +6,7 @@ import { requirements } from './lib/requirements.js';
 import { startQemu } from './lib/qemu.js';
 import { startRambootServer } from './lib/ramboot-server.js';
 import { freePort } from './lib/free-port.js';
-import { run } from './lib/run.js';
+import { runOk } from '../common/run.js';
 import { builtImage, runBuild, TEST_EPOCH, type BuiltImage } from './lib/built-image.js';
 import { manifestSchema, type ImageManifest } from '../common/manifest.js';
 import { bootAndSsh, sshCommand } from './lib/ssh-boot.js';
@@ -117,7 +117,7 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
   for (const f of ['manifest.json', ...Object.keys(image.manifest.files)]) {
     await link(join(image.imageDir, f), join(imgDir, f)).catch(() => copyFile(join(image.imageDir, f), join(imgDir, f)));
   }
-  await run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'ramboot-test', '-f', join(work, 'id')]);
+  await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ramboot-test', '-f', join(work, 'id')]);
   const pub = (await readFile(join(work, 'id.pub'), 'utf8')).trim();
   const srv = await startRambootServer(t, { dataDir: join(work, 'data'), publicUrl: (p) => `http://10.0.2.2:${p}` });
   const put = await srv.api('PUT', `/api/v1/machines/${MAC}`, {
@@ -141,7 +141,7 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
   }
 
   const disk = join(work, 'disk.raw');
-  await run(['qemu-img', 'create', '-q', '-f', 'raw', disk, '2G']);
+  await runOk('qemu-img', ['create', '-q', '-f', 'raw', disk, '2G']);
   const sshPort = await freePort();
   const r = await bootAndSsh(t, {
     name: `build-boot-${flavour}`,

@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { tempDir } from './lib/temp-dir.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,16 +23,10 @@ const STAGE0 = 'http://10.99.0.1:8081/stage0.ipxe';
 const MARKER_RE = new RegExp(`${DEFAULT_INITRD_MARKER} cmdline=(.*)$`);
 const REQS = ['root', 'qemu', 'ovmf', 'ipxe', 'dnsmasq', 'busybox', 'ip', 'tun', 'unshare', 'nsenter', 'setpriv', 'apt-get', 'dpkg'] as const;
 
-async function tempDir(t: Test, prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 async function boot(t: Test, firmware: 'uefi' | 'bios', mac: string, nbp: string): Promise<void> {
-  const dataDir = await tempDir(t, `ramboot-tftp-fw-${firmware}-`);
+  const dataDir = tempDir(t, `tftp-fw-${firmware}`);
   await writeTestImage(dataDir, 'test', { minRamMiB: 256 });
-  const www = await tempDir(t, 'ramboot-tftp-fw-www-');
+  const www = tempDir(t, 'tftp-fw-www');
   await writeFile(
     join(www, 'stage0.ipxe'),
     ['#!ipxe', 'echo STAGE0 chip=${net0/chip}', `iseq \${net0/chip} virtio-net || chain ${BASE}/boot.ipxe`, 'chain tftp://${next-server}/undionly.kpxe', ''].join('\n'),

@@ -6,7 +6,8 @@ import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSy
 import { join } from 'node:path';
 import { fixesDir } from '../../builder/hooks.js';
 import { findExecutable, isCI, requirements } from '../../test/lib/requirements.js';
-import { makeTree, read, snapshot, tempDir, type TreeSpec } from '../../test/lib/test-tree.js';
+import { makeTree, read, snapshot, type TreeSpec } from '../../test/lib/test-tree.js';
+import { tempDir } from '../../test/lib/temp-dir.js';
 
 const FIX = join(fixesDir(), 'ramboot-fix');
 const FIXTURES = join(fixesDir(), 'fixtures');

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
 import { requirements } from '../../test/lib/requirements.js';
-import { tempDir } from '../../test/lib/test-tree.js';
+import { tempDir } from '../../test/lib/temp-dir.js';
 
 const FILES = join(hooksDir(), 'files');
 

@@ -2,7 +2,8 @@ import NodeCache from 'node-cache';
 
 /**
  * Rendered iPXE scripts and user-data, keyed per MAC. Entries for a MAC are dropped whenever that
- * machine changes (API or hand edit); everything is dropped when an image changes.
+ * machine changes (API or hand edit). Image changes need no flush: callers put the image
+ * generation (ImageStore.version) in their keys, so old renders are never hit again and expire.
  */
 export class RenderCache {
   private cache = new NodeCache({ stdTTL: 600, checkperiod: 120, useClones: false, maxKeys: 100_000 });
@@ -42,11 +43,6 @@ export class RenderCache {
     if (!keys) return;
     this.cache.del([...keys]);
     this.keysByMac.delete(mac);
-  }
-
-  flush(): void {
-    this.cache.flushAll();
-    this.keysByMac.clear();
   }
 
   close(): void {

@@ -6,12 +6,9 @@ import { Writable } from 'node:stream';
 import { loadConfig, type ServeFlags } from '../../server/config.js';
 import { createLogger } from '../../common/log.js';
 import { startRamboot, type Ramboot } from '../../server/serve.js';
+import type { LogLine } from './log-line.js';
+import type { Teardown } from './teardown.js';
 
-export interface Teardown {
-  teardown(fn: () => unknown): void;
-}
-
-export type LogLine = Record<string, unknown> & { event?: string; msg?: string };
 
 /** A real ramboot server in this process, on 127.0.0.1:0, with its JSON log lines captured. */
 export class TestServer {
@@ -79,7 +76,7 @@ export class TestServer {
   }
 }
 
-export async function startTestServer(t: Teardown, flags: ServeFlags = {}, dataDir?: string): Promise<TestServer> {
+export async function startTestServer(t: Pick<Teardown, 'teardown'>, flags: ServeFlags = {}, dataDir?: string): Promise<TestServer> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), 'ramboot-srv-')));
   const s = new TestServer(dir, { publicUrl: 'http://ramboot.test:8080', ...flags });
   await s.start();

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
 import { ManagedProcess } from './process.js';
 import { testLogPath } from './paths.js';
-import { run, type RunResult } from './run.js';
-import type { TeardownTest } from './qemu.js';
+import { runOk, type RunResult } from '../../common/run.js';
+import type { Teardown } from './teardown.js';
 
 /**
  * An isolated network namespace made by the test (root only): a bridge with an IPv4 address and an
@@ -110,7 +110,8 @@ export class Netns {
 
   /** Runs a program to completion inside the namespace (no shell). */
   run(argv: readonly string[], timeoutMs = 60_000): Promise<RunResult> {
-    return run(this.wrap(argv), { timeoutMs });
+    const [cmd = '', ...args] = this.wrap(argv);
+    return runOk(cmd, args, { timeoutMs });
   }
 
   /** Resolves once `url` answers from inside the namespace (an HTTP server started there is up). */
@@ -249,7 +250,7 @@ export class Netns {
 }
 
 /** Creates a namespace and ties it to the test: destroyed at teardown, process logs printed on failure. */
-export async function createNetns(t: TeardownTest, opts: NetnsOptions = {}): Promise<Netns> {
+export async function createNetns(t: Teardown, opts: NetnsOptions = {}): Promise<Netns> {
   const ns = await Netns.create(opts);
   t.teardown(async () => {
     if (!t.passing()) {

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import type { Teardown } from './teardown.js';
 import { ManagedProcess, type ExitInfo, type WaitOptions } from './process.js';
 import { testLogPath } from './paths.js';
 
@@ -252,19 +253,13 @@ export class Qemu {
   }
 }
 
-/** The subset of a tap Test used to tie a process's life and diagnostics to a test. */
-export interface TeardownTest {
-  teardown(fn: () => unknown): void;
-  comment(...args: unknown[]): void;
-  passing(): boolean;
-}
 
 /**
  * Registers `stop` with t.teardown; when the test has failed, prints the tail of the output
  * (and the log file path) as TAP comments first.
  */
 export function tieToTest(
-  t: TeardownTest,
+  t: Teardown,
   what: { name: string; tail(n?: number): string; stop(): Promise<unknown>; logFile?: string | undefined },
 ): void {
   t.teardown(async () => {
@@ -277,7 +272,7 @@ export function tieToTest(
 }
 
 /** Starts QEMU and ties it to the test (stopped at teardown, console tail printed on failure). */
-export function startQemu(t: TeardownTest, opts: QemuOptions = {}): Qemu {
+export function startQemu(t: Teardown, opts: QemuOptions = {}): Qemu {
   const vm = new Qemu(opts);
   tieToTest(t, { name: vm.name, tail: (n) => vm.tail(n), stop: () => vm.stop(), logFile: vm.logFile });
   return vm;

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import type { LogLine } from './log-line.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { ManagedProcess } from './process.js';
 import { REPO_ROOT, testLogPath } from './paths.js';
-import { run } from './run.js';
-import { tieToTest, type TeardownTest } from './qemu.js';
+import { runOk } from '../../common/run.js';
+import { tieToTest } from './qemu.js';
+import type { Teardown } from './teardown.js';
 
 /**
  * The real server (`node bin/ramboot.js serve`) for end-to-end tests: started with a known admin token,
@@ -39,7 +41,7 @@ export interface ApiResponse {
   json: unknown;
 }
 
-export type LogLine = Record<string, unknown>;
+export type { LogLine };
 
 // Runs inside a namespace when the server is not reachable from the test process. Fixed script; the
 // request comes in as argv, never as code.
@@ -123,7 +125,8 @@ export class RambootServer {
     let status: number;
     let text: string;
     if (this.wrap) {
-      const { stdout } = await run(this.wrap([process.execPath, '--input-type=module', '-e', NS_FETCH_SCRIPT, method, `${this.url}${path}`, this.token, payload]));
+      const [cmd = '', ...args] = this.wrap([process.execPath, '--input-type=module', '-e', NS_FETCH_SCRIPT, method, `${this.url}${path}`, this.token, payload]);
+      const { stdout } = await runOk(cmd, args);
       const r = JSON.parse(stdout) as { status: number; text: string };
       status = r.status;
       text = r.text;
@@ -209,7 +212,7 @@ export async function launchRambootServer(opts: RambootServerOptions): Promise<R
 }
 
 /** Starts the server and ties it to the test (stopped at teardown, its log tail printed on failure). */
-export async function startRambootServer(t: TeardownTest, opts: RambootServerOptions): Promise<RambootServer> {
+export async function startRambootServer(t: Teardown, opts: RambootServerOptions): Promise<RambootServer> {
   const srv = await launchRambootServer(opts);
   tieToTest(t, { name: srv.proc.name, tail: (n) => srv.tail(n), stop: () => srv.stop(), logFile: srv.proc.logFile });
   return srv;

@@ -123,3 +123,8 @@ export function reportMissing(t: RequirementTest, missing: readonly string[]): b
   }
   return false;
 }
+
+/** Executables a test needs beyond the named requirements: `[{ exe: 'mksquashfs', pkg: 'squashfs-tools' }]`. */
+export function needExecutables(t: RequirementTest, tools: ReadonlyArray<{ exe: string; pkg: string }>): boolean {
+  return reportMissing(t, tools.filter((x) => !findExecutable(x.exe)).map((x) => `${x.exe} not found on PATH (Debian package ${x.pkg})`));
+}

@@ -1,12 +1,12 @@
 import { createServer, type Server } from 'node:http';
-import type { TeardownTest } from './qemu.js';
+import type { Teardown } from './teardown.js';
 
 /**
  * A minimal NoCloud seed over HTTP on 127.0.0.1 (the guest reaches it as 10.0.2.2): meta-data,
  * user-data with the key and hostname, empty vendor-data. Used only when the real server cannot
  * give a boot script, so the image itself can still be checked.
  */
-export async function startSeedServer(t: TeardownTest, o: { hostname: string; sshKey: string }): Promise<{ port: number; requests: string[] }> {
+export async function startSeedServer(t: Teardown, o: { hostname: string; sshKey: string }): Promise<{ port: number; requests: string[] }> {
   const requests: string[] = [];
   const files: Record<string, string> = {
     'meta-data': `instance-id: ramboot-test-${Date.now()}\nlocal-hostname: ${o.hostname}\n`,

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { startQemu, type Qemu, type TeardownTest } from './qemu.js';
+import { startQemu, type Qemu } from './qemu.js';
+import type { Teardown } from './teardown.js';
 
 export interface SshResult {
   code: number;
@@ -46,7 +47,7 @@ export interface BootSshOptions {
  * Boots QEMU (user-mode network, SSH forwarded to 127.0.0.1:sshPort) and retries SSH with `key` until
  * it is accepted: no fixed sleeps, fails fast if QEMU exits or the console shows a panic / RAMBOOT-FATAL.
  */
-export async function bootAndSsh(t: TeardownTest, o: BootSshOptions): Promise<{ vm: Qemu; seconds: number }> {
+export async function bootAndSsh(t: Teardown, o: BootSshOptions): Promise<{ vm: Qemu; seconds: number }> {
   const started = Date.now();
   const vm = startQemu(t, {
     name: o.name,

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CACHE_DIR } from './paths.js';
-import { run } from './run.js';
+import { runOk } from '../../common/run.js';
 
 /**
  * A real Debian cloud kernel for tests, fetched with `apt-get download` + `dpkg -x` (never installed),
@@ -18,7 +18,7 @@ const STALE_TMP_MS = 60 * 60 * 1000;
 
 /** Name of the kernel package the cloud meta-package currently depends on (from the local apt lists). */
 export async function currentKernelPackage(): Promise<string> {
-  const { stdout } = await run(['apt-cache', 'depends', META_PACKAGE], { timeoutMs: 60_000 });
+  const { stdout } = await runOk('apt-cache', ['depends', META_PACKAGE], { timeoutMs: 60_000 });
   for (const line of stdout.split('\n')) {
     const m = /^\s*Depends:\s*(\S+)\s*$/.exec(line);
     if (m?.[1] && PKG_RE.test(m[1])) return m[1];
@@ -53,11 +53,11 @@ async function download(pkg: string, cacheDir: string): Promise<string> {
   await removeStaleTemps(cacheDir);
   const tmp = await mkdtemp(join(cacheDir, `.tmp-${pkg}-`));
   try {
-    await run(['apt-get', 'download', '-q', pkg], { cwd: tmp, timeoutMs: 600_000 });
+    await runOk('apt-get', ['download', '-q', pkg], { cwd: tmp, timeoutMs: 600_000 });
     const deb = (await readdir(tmp)).find((n) => n.endsWith('.deb'));
     if (!deb) throw new Error(`apt-get download ${pkg} produced no .deb`);
     const root = join(tmp, 'root');
-    await run(['dpkg', '-x', join(tmp, deb), root], { timeoutMs: 600_000 });
+    await runOk('dpkg', ['-x', join(tmp, deb), root], { timeoutMs: 600_000 });
     const boot = join(root, 'boot');
     const kernels = (await readdir(boot)).filter((n) => n.startsWith('vmlinuz-'));
     if (kernels.length !== 1 || kernels[0] === undefined) {

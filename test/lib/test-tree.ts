@@ -1,16 +1,7 @@
 // Helpers for the hook and fix tests: fixture trees in temp dirs, snapshots for idempotency.
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, lstatSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Test } from 'tap';
-
-/** A temp dir removed when the test ends (pass or fail). */
-export function tempDir(t: Pick<Test, 'teardown'>, prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `ramboot-${prefix}-`));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** Files to create: content string, or { link } for a symlink, or { dir: true }. */
 export type TreeSpec = Record<string, string | { link: string } | { dir: true }>;

@@ -14,9 +14,14 @@ export interface RunOptions {
   onStderrLine?: (line: string) => void;
   /** Keep at most this many bytes of stderr/stdout (tail). */
   keep?: number;
+  /** Kill the program (SIGKILL) after this long; it then counts as failed. */
+  timeoutMs?: number;
 }
 
-/** Runs a program (never through a shell) and collects its output. Never throws on a non-zero exit. */
+/**
+ * The one way ramboot runs a program: an argument vector, never a shell. `run` reports the exit
+ * code and never throws on a non-zero exit; `runOk` throws with the stderr tail.
+ */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const keep = opts.keep ?? 256 * 1024;
   return new Promise((resolve, reject) => {
@@ -29,6 +34,10 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     let stdout = '';
     let stderr = '';
     let partial = '';
+    const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+      stderr += `\n(killed after ${opts.timeoutMs} ms)`;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       stdout = (stdout + d).slice(-keep);
     });
@@ -41,8 +50,12 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
         for (const l of lines) opts.onStderrLine(l);
       }
     });
-    child.on('error', (err) => reject(new Error(`cannot run ${cmd}: ${err.message}`)));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${cmd}: ${err.message}`));
+    });
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       if (partial && opts.onStderrLine) opts.onStderrLine(partial);
       resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
