@@ -39,3 +39,11 @@ t.test('rejects anything else with a reason', async (t) => {
 t.test('file stem has no colons', async (t) => {
   t.equal(macToFileStem(parseMac('AABBCCDDEEFF')), 'aa-bb-cc-dd-ee-ff');
 });
+
+t.test('hardening (also): addresses that cannot be a network card are refused', async (t) => {
+  t.throws(() => parseMac('ff:ff:ff:ff:ff:ff'), /broadcast/);
+  t.throws(() => parseMac('01:00:5e:00:00:01'), /multicast/);
+  t.throws(() => parseMac('33:33:00:00:00:01'), /multicast/);
+  t.throws(() => parseMac('00:00:00:00:00:00'), /all-zero/);
+  t.equal(parseMac('02:00:00:00:00:01'), '02:00:00:00:00:01', 'locally administered unicast is fine');
+});

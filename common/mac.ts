@@ -32,7 +32,11 @@ export function parseMac(input: unknown): Mac {
     );
   }
   const lower = hex.toLowerCase();
-  return lower.match(/../g)!.join(':') as Mac;
+  const mac = lower.match(/../g)!.join(':') as Mac;
+  // A NIC's own address is unicast and not all zero: broadcast and group addresses never boot.
+  if (/^0{12}$/.test(lower)) throw new MacError(`${mac} is the all-zero address, not a network card's`);
+  if (parseInt(lower.slice(0, 2), 16) & 1) throw new MacError(`${mac} is a ${lower === 'ffffffffffff' ? 'broadcast' : 'multicast (group)'} address, not a network card's`);
+  return mac;
 }
 
 export function tryParseMac(input: unknown): Mac | undefined {

@@ -28,13 +28,18 @@ export async function loadApiToken(dataDir: string, tokenFile: string | undefine
     const token = text.trim();
     if (token.length < 16) throw new SecretError(`API token in ${file} is shorter than 16 characters`);
     if (!/^[\x21-\x7e]+$/.test(token)) throw new SecretError(`API token in ${file} must be printable ASCII without spaces`);
-    const mode = (await stat(file)).mode & 0o077;
-    if (mode !== 0) throw new SecretError(`API token file ${file} is readable by group/others (chmod 600 it)`);
+    await requirePrivate(file, 'API token file');
     return { token, file, generated: false };
   }
   const token = randomBytes(32).toString('base64url');
   await writeFileAtomic(file, `${token}\n`, 0o600);
   return { token, file, generated: true };
+}
+
+/** A secret file must not be readable or writable by group or others. */
+async function requirePrivate(file: string, what: string): Promise<void> {
+  const mode = (await stat(file)).mode & 0o077;
+  if (mode !== 0) throw new SecretError(`${what} ${file} is accessible to group/others (mode ${((await stat(file)).mode & 0o777).toString(8)}; chmod 600 it)`);
 }
 
 /** HMAC key for boot session tokens, generated once into <data-dir>/session-secret (0600). */
@@ -43,6 +48,7 @@ export async function loadSessionSecret(dataDir: string): Promise<Buffer> {
   try {
     const buf = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64url');
     if (buf.length < 32) throw new SecretError(`${file} holds fewer than 32 bytes; delete it to regenerate`);
+    await requirePrivate(file, 'session secret');
     return buf;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;

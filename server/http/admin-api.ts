@@ -1,5 +1,6 @@
 import express, { Router, type Request, type Response } from 'express';
 import type { ZodType } from 'zod';
+import { jsonTextDepth, MAX_JSON_DEPTH } from '../../common/json-limits.js';
 import { parseMac, MacError, type Mac } from '../../common/mac.js';
 import { knownHostsLines } from '../boot/host-keys.js';
 import { describeZodError } from '../../common/zod-error.js';
@@ -10,6 +11,11 @@ import { requireToken } from './auth.js';
 import { HttpError } from './http-error.js';
 
 export const BODY_LIMIT = '256kb';
+
+/** Refuses a body nested deeper than ramboot stores, before it is parsed. */
+function refuseDeepJson(_req: unknown, _res: unknown, buf: Buffer): void {
+  if (jsonTextDepth(buf) > MAX_JSON_DEPTH) throw new HttpError(400, `request body is nested deeper than ${MAX_JSON_DEPTH} levels`);
+}
 
 function macParam(req: Request): Mac {
   const raw = req.params['mac'];
@@ -56,7 +62,7 @@ function sendMachine(res: Response, r: MachineRecord, code = 200): void {
 export function adminRouter(registry: Registry, token: string): Router {
   const r = Router();
   r.use('/api', requireToken(token));
-  r.use('/api', express.json({ limit: BODY_LIMIT, strict: true }));
+  r.use('/api', express.json({ limit: BODY_LIMIT, strict: true, verify: refuseDeepJson }));
 
   r.get('/api/v1/machines', (_req, res) => {
     res.json({ machines: registry.list().map(view) });
@@ -73,7 +79,7 @@ export function adminRouter(registry: Registry, token: string): Router {
     const mac = macParam(req);
     const spec = validBody(machineSpecSchema, req);
     const explicitImage = typeof (req.body as Record<string, unknown>)['image'] === 'string';
-    const { record, created } = await registry.put(mac, spec, explicitImage, req.get('if-match'));
+    const { record, created } = await registry.put(mac, spec, explicitImage, { ifMatch: req.get('if-match'), ifNoneMatch: req.get('if-none-match') });
     sendMachine(res, record, created ? 201 : 200);
   });
 

@@ -1,6 +1,7 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import send from 'send';
 import type { Logger } from '../../common/log.js';
+import { FileVerifier } from '../images/file-check.js';
 import type { ImageStore } from '../images/image-store.js';
 import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../../common/manifest.js';
 
@@ -17,8 +18,19 @@ export interface ImageSent {
   range: string | undefined;
 }
 
+/**
+ * RFC 9110 14.1.2: a suffix range longer than the representation means all of it. `send` answers
+ * such a range with 416; rewrite it to the whole file.
+ */
+export function fixLongSuffixRange(req: Request, size: number): void {
+  const range = req.headers.range;
+  const m = range ? /^bytes=-(\d+)$/.exec(range.trim()) : null;
+  if (m && Number(m[1]) > size && size > 0) req.headers.range = 'bytes=0-';
+}
+
 export function imagesRouter(images: ImageStore, logger: Logger, onSent: (s: ImageSent) => Promise<void> | void = () => undefined): Router {
   const r = Router();
+  const verifier = new FileVerifier();
   r.get('/images/:name/:file', async (req, res, next) => {
     const { name, file } = req.params;
     if (!IMAGE_NAME_RE.test(name) || !IMAGE_FILE_RE.test(file)) {
@@ -35,6 +47,13 @@ export function imagesRouter(images: ImageStore, logger: Logger, onSent: (s: Ima
       res.status(404).type('text/plain').send(`image "${name}" has no file "${file}"\n`);
       return;
     }
+    const check = await verifier.check(entry.path, entry);
+    if (!check.ok) {
+      logger.error({ event: 'images.file-mismatch', image: name, file, path: entry.path, reason: check.reason }, `refusing to serve ${name}/${file}: it ${check.reason} (rebuild the image or restore the file)`);
+      res.status(503).type('text/plain').send(`image "${name}" file "${file}" does not match its manifest on the server\n`);
+      return;
+    }
+    fixLongSuffixRange(req, entry.size);
     res.setHeader('ETag', `"${entry.sha256}"`);
     res.setHeader('Cache-Control', 'no-cache');
     const started = Date.now();

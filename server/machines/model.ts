@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { jsonDepth, MAX_JSON_DEPTH } from '../../common/json-limits.js';
 import { IMAGE_NAME_RE } from '../../common/manifest.js';
 import { hostnameProblem } from './hostname.js';
 import { kernelArgsProblem } from './kernel-args.js';
@@ -35,6 +36,10 @@ const userData = z
   .superRefine((v, ctx) => {
     if ('phone_home' in v) {
       ctx.addIssue({ code: 'custom', message: 'phone_home is managed by ramboot (it reports the machine ready)' });
+    }
+    // the generated #cloud-config nests userData one level down
+    if (jsonDepth(v) > MAX_JSON_DEPTH - 1) {
+      ctx.addIssue({ code: 'custom', message: `userData is nested deeper than ${MAX_JSON_DEPTH - 1} levels` });
     }
   });
 

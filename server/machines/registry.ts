@@ -93,11 +93,12 @@ export class Registry {
     }
   }
 
-  async put(mac: Mac, spec: MachineSpec, explicitImage: boolean, ifMatch?: string): Promise<{ record: MachineRecord; created: boolean }> {
+  async put(mac: Mac, spec: MachineSpec, explicitImage: boolean, pre: WritePreconditions = {}): Promise<{ record: MachineRecord; created: boolean }> {
     if (explicitImage) await this.requireImage(spec.image);
     let created = false;
     const rec = await this.store.update(mac, (cur) => {
-      this.checkIfMatch(cur, ifMatch);
+      this.checkIfMatch(cur, pre.ifMatch);
+      if (pre.ifNoneMatch !== undefined) checkIfNoneMatch(cur, pre.ifNoneMatch);
       created = !cur;
       const now = new Date().toISOString();
       return machineRecordSchema.parse({
@@ -237,6 +238,22 @@ export class Registry {
     }
     return outcome;
   }
+}
+
+/** HTTP-style preconditions of a write (If-Match, If-None-Match), checked under the machine's lock. */
+export interface WritePreconditions {
+  ifMatch?: string | undefined;
+  ifNoneMatch?: string | undefined;
+}
+
+/** If-None-Match: "*" means create only; a list of ETags means "only if it is none of these". */
+function checkIfNoneMatch(cur: MachineRecord | undefined, ifNoneMatch: string): void {
+  if (!cur) return;
+  const tags = ifNoneMatch.split(',').map((s) => s.trim());
+  if (tags.includes('*')) throw new RegistryError('precondition-failed', 'If-None-Match: * but the machine already exists');
+  // weak comparison for If-None-Match (RFC 9110 13.1.2)
+  const mine = etagOf(cur);
+  if (tags.some((t) => t.replace(/^W\//, '') === mine)) throw new RegistryError('precondition-failed', 'If-None-Match: the machine still has that ETag');
 }
 
 /** Strong ETag: a digest of the whole stored record (changes with any edit, by API or by hand). */
