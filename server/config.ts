@@ -53,6 +53,14 @@ export const configSchema = z.strictObject({
       ipxeDir: z.string().min(1).default('/usr/lib/ipxe'),
     })
     .default({ ipxeDir: '/usr/lib/ipxe' }),
+  /** Limits on receiving requests (not on streaming responses): slow or many clients cannot hold the server. */
+  http: z
+    .strictObject({
+      maxConnections: z.number().int().min(16).max(1_000_000).default(4096),
+      headersTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+      requestTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+    })
+    .default({ maxConnections: 4096, headersTimeoutMs: 30_000, requestTimeoutMs: 60_000 }),
   /** Lifetime of a boot session token (seconds). */
   sessionTtlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600),
   unknownMachines: z

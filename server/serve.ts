@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { derivePublicUrl } from './config.js';
 import type { Logger } from '../common/log.js';
 import { BootScripts } from './boot/boot-scripts.js';
+import { cmdlineProblem } from './boot/ipxe-scripts.js';
 import { PolicyBooter } from './boot/policy-booter.js';
 import { RenderCache } from './boot/render-cache.js';
 import { SessionMinter } from './boot/sessions.js';
@@ -74,18 +75,21 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     cleanups.push(() => cache.close());
     store.onChange((mac) => cache.invalidate(mac));
 
-    const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered);
+    let publicUrl = config.publicUrl;
+    const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered, {
+      cmdline: (mac, image, kernelArgs) => cmdlineProblem(image, { mac, publicUrl, kernelArgs }),
+    });
     const booter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
-    let publicUrl = config.publicUrl;
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
     const app = createApp({ registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     const server = createServer(app);
     server.keepAliveTimeout = 10_000;
     // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.
-    server.requestTimeout = 60_000;
-    server.headersTimeout = 30_000;
+    server.requestTimeout = config.http.requestTimeoutMs;
+    server.headersTimeout = Math.min(config.http.headersTimeoutMs, config.http.requestTimeoutMs);
+    server.maxConnections = config.http.maxConnections;
     const addr = await listenHttp(server, config.httpListen.host, config.httpListen.port);
     cleanups.push(
       () =>
@@ -144,7 +148,7 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
 async function recordTftp(registry: Registry, ev: TftpTransferEvent): Promise<void> {
   const mac = await macForIPv4(ev.client.address);
   if (!mac) return; // registry.event ignores MACs not in the registry
-  await registry.event(mac, {
+  await registry.bootEvent(mac, {
     event: 'tftp.transfer',
     // EDK2 (OVMF) asks for the size first and aborts with ERROR 8 once it has it: routine, not a warning
     level: ev.outcome === 'ok' || isSizeProbe(ev) ? 'info' : 'warning',

@@ -35,6 +35,9 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--ipxe-dir <dir>', option: 'ipxeDir', env: 'RAMBOOT_IPXE_DIR', path: ['tftp', 'ipxeDir'], help: 'directory of iPXE binaries served over TFTP', default: '/usr/lib/ipxe' },
   { flag: '--unknown-boot <mode>', option: 'unknownBoot', env: 'RAMBOOT_UNKNOWN_BOOT', path: ['unknownMachines', 'boot'], help: 'what unregistered machines boot: local | ramboot', default: 'local' },
   { flag: '--session-ttl <seconds>', option: 'sessionTtl', env: 'RAMBOOT_SESSION_TTL', path: ['sessionTtlSeconds'], kind: 'int', what: 'session TTL', help: 'lifetime of a boot session token', default: '3600' },
+  { flag: '--http-max-connections <n>', option: 'httpMaxConnections', env: 'RAMBOOT_HTTP_MAX_CONNECTIONS', path: ['http', 'maxConnections'], kind: 'int', what: 'HTTP connection cap', help: 'open HTTP connections at most (more are closed at once)', default: '4096' },
+  { flag: '--http-headers-timeout <ms>', option: 'httpHeadersTimeout', env: 'RAMBOOT_HTTP_HEADERS_TIMEOUT', path: ['http', 'headersTimeoutMs'], kind: 'int', what: 'HTTP headers timeout', help: 'time a client has to send its request headers, ms', default: '30000' },
+  { flag: '--http-request-timeout <ms>', option: 'httpRequestTimeout', env: 'RAMBOOT_HTTP_REQUEST_TIMEOUT', path: ['http', 'requestTimeoutMs'], kind: 'int', what: 'HTTP request timeout', help: 'time a client has to send a whole request (uploads excepted), ms', default: '60000' },
   { flag: '--log-level <level>', option: 'logLevel', env: 'RAMBOOT_LOG_LEVEL', path: ['logLevel'], help: 'fatal|error|warn|info|debug|trace', default: 'info' },
 ];
 

@@ -185,6 +185,9 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
     t.ok(sshUp > 0 && cloudInitStart > 0 && sshUp <= cloudInitStart,
       `sshd listening (${(sshUp / 1e6).toFixed(1)} s) before cloud-init's network stage started (${(cloudInitStart / 1e6).toFixed(1)} s)`);
     t.match((await ssh('cloud-init status --long')).stdout, /status: done[\s\S]*DataSourceNoCloudNet/, 'cloud-init ran from the server seed');
+    if (kline) {
+      t.equal((await ssh('getent passwd debian || true')).stdout.trim(), '', 'hardening (also): cloud-init made no distro default user; root by key is the one login');
+    }
   } else {
     const phoneHomeStart = await mono('InactiveExitTimestampMonotonic', 'ramboot-nocloud-phone-home.service');
     t.ok(sshUp > 0 && phoneHomeStart >= sshUp,

@@ -35,7 +35,7 @@ t.test('admin API needs the token', async (t) => {
   t.match(await wrong.json(), { error: /invalid API token/ });
   const ok = await s.api('GET', '/api/v1/machines');
   t.equal(ok.status, 200);
-  t.same(ok.json, { machines: [] });
+  t.same(ok.json, { machines: [], broken: [] });
   const stat = await import('node:fs/promises').then((f) => f.stat(join(s.dataDir, 'api-token')));
   t.equal(stat.mode & 0o777, 0o600, 'generated token file is 0600');
 });
@@ -165,7 +165,10 @@ t.test('hand edits are picked up; corrupt files are ignored with a reason', asyn
   const mismatch = join(s.dataDir, 'machines', '02-00-00-00-00-02.json');
   await writeFile(mismatch, JSON.stringify({ mac: '02:00:00:00:00:09', sshKeys: [] }));
   await s.waitForLog((l) => l.event === 'store.invalid-file' && /does not match the file name/.test(String(l['reason'])));
-  t.equal((await s.api('GET', '/api/v1/machines/02:00:00:00:00:02')).status, 404);
+  const brokenOne = await s.api('GET', '/api/v1/machines/02:00:00:00:00:02');
+  t.equal(brokenOne.status, 409, 'an invalid file is not a machine, and not a stranger either');
+  t.match(brokenOne.json, { error: /02-00-00-00-00-02\.json is invalid \("mac" field .* does not match the file name/ });
+  t.match(((await s.api('GET', '/api/v1/machines')).json as { broken: unknown[] }).broken, [{ mac: '02:00:00:00:00:02', reason: /does not match the file name/ }], 'listed as broken with the reason');
   await unlink(other);
   await s.waitForLog((l) => l.event === 'store.removed');
   t.equal((await s.api('GET', '/api/v1/machines/02:00:00:00:00:01')).status, 404);

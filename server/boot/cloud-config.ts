@@ -43,6 +43,8 @@ export function userData(m: MachineRecord, seed: string): string {
     ssh_deletekeys: false,
     ssh_genkeytypes: ['ed25519', 'ecdsa'],
     ssh_authorized_keys: m.sshKeys,
+    // no distro default user ("debian"): root, by key only, is the one login (admins may add users)
+    users: [],
   };
   const merged = mergeCloudConfig(generated, m.userData);
   merged['phone_home'] = { url: `${seed}phone-home`, post: [...PHONE_HOME_POST], tries: 10 };

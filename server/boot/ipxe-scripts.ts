@@ -1,5 +1,8 @@
 import type { Mac } from '../../common/mac.js';
 import type { BootDecision } from './booter.js';
+import { cmdlineLengthProblem } from '../machines/kernel-args.js';
+import type { LoadedImage } from '../images/image-store.js';
+import { MAX_TOKEN_LENGTH } from './sessions.js';
 import { renderTemplate } from './templates.js';
 
 export function bootstrapScript(publicUrl: string): string {
@@ -22,11 +25,11 @@ export interface ScriptContext {
 }
 
 /** The command line: image's own, the machine's extra args, then what ramboot manages. */
-export function kernelCmdline(d: Extract<BootDecision, { kind: 'ramboot' }>, ctx: ScriptContext, token: string): string {
-  const imageUrl = `${ctx.publicUrl}/images/${d.image.name}`;
-  const base = d.image.manifest.cmdline.replaceAll('@IMAGE_URL@', imageUrl).replaceAll('@PUBLIC_URL@', ctx.publicUrl);
+export function kernelCmdline(image: LoadedImage, ctx: ScriptContext, token: string): string {
+  const imageUrl = `${ctx.publicUrl}/images/${image.name}`;
+  const base = image.manifest.cmdline.replaceAll('@IMAGE_URL@', imageUrl).replaceAll('@PUBLIC_URL@', ctx.publicUrl);
   const parts = [base, ctx.kernelArgs, `BOOTIF=01-${ctx.mac.replaceAll(':', '-')}`, `ds=nocloud-net;s=${seedUrl(ctx.publicUrl, ctx.mac, token)}`];
-  if (ctx.platform === 'efi') parts.push(...d.image.manifest.initrd.map((f) => `initrd=${f}`));
+  if (ctx.platform === 'efi') parts.push(...image.manifest.initrd.map((f) => `initrd=${f}`));
   return parts.map((p) => p.trim()).filter(Boolean).join(' ');
 }
 
@@ -48,9 +51,18 @@ export function machineScript(d: BootDecision, ctx: ScriptContext, token: string
         image: d.image.name,
         mode: d.mode === 'once' ? 'once, then local disk' : 'every boot',
         kernelUrl: `${imageUrl}/${d.image.manifest.kernel}`,
-        cmdline: kernelCmdline(d, ctx, token),
+        cmdline: kernelCmdline(d.image, ctx, token),
         initrdLines,
       });
     }
   }
+}
+
+/**
+ * Why the kernel command line for this machine and image would not fit the kernel's limit, with the
+ * longest session token and the EFI initrd= arguments counted; undefined when it fits.
+ */
+export function cmdlineProblem(image: LoadedImage, ctx: Omit<ScriptContext, 'platform'>): string | undefined {
+  const line = kernelCmdline(image, { ...ctx, platform: 'efi' }, 'x'.repeat(MAX_TOKEN_LENGTH));
+  return cmdlineLengthProblem(line);
 }

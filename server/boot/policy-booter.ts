@@ -12,7 +12,7 @@ export interface UnknownMachinePolicy {
 const SUPPORTED_ARCHES = ['x86_64', 'i386'];
 
 export interface PolicyBooterDeps {
-  machines: Pick<Registry, 'get' | 'discover'>;
+  machines: Pick<Registry, 'get' | 'discover' | 'brokenFor'>;
   images: { lookup(name: string): Promise<ImageLookup> };
   unknown: UnknownMachinePolicy;
 }
@@ -28,7 +28,11 @@ export class PolicyBooter implements Booter {
   async decide(req: BootRequest): Promise<BootDecision> {
     const { mac, facts } = req;
     let machine: MachineRecord | undefined = this.d.machines.get(mac);
-    if (!machine) machine = await this.d.machines.discover(mac, { ...facts });
+    if (!machine) {
+      const broken = this.d.machines.brokenFor(mac);
+      if (broken) return { kind: 'refuse', reason: 'its record on the ramboot server is damaged; an admin must fix it', detail: `machine file ${broken.file} is invalid: ${broken.reason}` };
+      machine = await this.d.machines.discover(mac, { ...facts });
+    }
     const policy = !machine || machine.discovered ? this.d.unknown : { boot: machine.boot, image: machine.image };
     const discovered = policy === this.d.unknown;
     const mode = policy.boot;

@@ -40,7 +40,7 @@ t.test('ramboot script: kernel, every initrd, seed on the command line, failure 
   t.match(s, /initrd --name initrd\.img http:\/\/10\.0\.0\.1:8080\/images\/default\/initrd\.img \|\| goto failed\ninitrd --name extra\.img http:\/\/10\.0\.0\.1:8080\/images\/default\/extra\.img \|\| goto failed\nboot \|\| goto failed/);
   t.notMatch(s, /initrd=initrd\.img/, 'no initrd= on BIOS');
   t.match(s, /:failed\necho .*\nsleep 10\nexit 1\n$/);
-  const efi = kernelCmdline({ kind: 'ramboot', mode: 'ramboot', image, machine }, { ...ctx, platform: 'efi' }, 'T');
+  const efi = kernelCmdline(image, { ...ctx, platform: 'efi' }, 'T');
   t.match(efi, / initrd=initrd\.img initrd=extra\.img$/, 'EFI needs initrd= for each initrd');
 });
 

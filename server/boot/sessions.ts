@@ -20,6 +20,9 @@ export type VerifyResult = { ok: true; session: SessionInfo } | { ok: false; rea
 
 const TOKEN_RE = /^([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{22})$/;
 
+/** The longest token TOKEN_RE admits: what a seed URL on a kernel command line may need. */
+export const MAX_TOKEN_LENGTH = 12 + 1 + 22 + 1 + 22;
+
 export class SessionMinter {
   constructor(
     private readonly secret: Buffer,

@@ -6,7 +6,6 @@ import { knownHostsLines } from '../boot/host-keys.js';
 import { describeZodError } from '../../common/zod-error.js';
 import { machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
 import { etagOf, type Registry } from '../machines/registry.js';
-import { notRegistered } from '../machines/errors.js';
 import { requireToken } from './auth.js';
 import { HttpError } from './http-error.js';
 
@@ -50,7 +49,7 @@ function validBody<T>(schema: ZodType<T>, req: Request): T {
 
 function view(r: MachineRecord): Record<string, unknown> {
   const { status, ...rest } = r;
-  const { usedSessions, ...pub } = status;
+  const { usedSessions, sessionsUsedUntil: _internal, ...pub } = status;
   return { ...rest, status: { ...pub, bootSessionsCompleted: usedSessions.length } };
 }
 
@@ -65,13 +64,13 @@ export function adminRouter(registry: Registry, token: string): Router {
   r.use('/api', express.json({ limit: BODY_LIMIT, strict: true, verify: refuseDeepJson }));
 
   r.get('/api/v1/machines', (_req, res) => {
-    res.json({ machines: registry.list().map(view) });
+    res.json({ machines: registry.list().map(view), broken: registry.broken() });
   });
 
   r.get('/api/v1/machines/:mac', (req, res) => {
     const mac = macParam(req);
     const m = registry.get(mac);
-    if (!m) throw notRegistered(mac);
+    if (!m) throw registry.missing(mac);
     sendMachine(res, m);
   });
 
@@ -105,8 +104,10 @@ export function adminRouter(registry: Registry, token: string): Router {
   r.get('/api/v1/machines/:mac/known_hosts', (req, res) => {
     const mac = macParam(req);
     const m = registry.get(mac);
-    if (!m) throw notRegistered(mac);
-    const names = [m.status.ip, m.status.reportedHostname ?? m.hostname].filter((x): x is string => !!x);
+    if (!m) throw registry.missing(mac);
+    // Only names the admin gave and the address the machine was seen at: a name the booting
+    // machine reported is its own claim and never becomes trust in known_hosts.
+    const names = [m.status.ip, m.hostname].filter((x): x is string => !!x);
     res.type('text/plain; charset=utf-8').send(knownHostsLines(names, m.status.hostKeys));
   });
 

@@ -25,14 +25,14 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', false);
   app.use(requestLog(d.logger));
   app.use(adminRouter(d.registry, d.apiToken));
-  app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.event(mac, ev) }));
+  app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev) }));
   app.use(seedRouter(d));
   app.use(
     imagesRouter(d.images, d.logger, async (sent) => {
       // image requests carry no MAC; the neighbour table knows it when the client is on our link
       const mac = await macForIPv4(sent.client);
       d.logger.info({ event: 'images.sent', ...sent, ...(mac ? { mac } : {}) }, `sent ${sent.image}/${sent.file} to ${mac ?? sent.client}`);
-      if (mac) await d.registry.event(mac, { event: 'image.fetch', level: 'info', message: `fetched ${sent.image}/${sent.file} (${sent.status}) in ${sent.ms} ms`, data: { ...sent } });
+      if (mac) await d.registry.bootEvent(mac, { event: 'image.fetch', level: 'info', message: `fetched ${sent.image}/${sent.file} (${sent.status}) in ${sent.ms} ms`, data: { ...sent } });
     }),
   );
   app.use((_req, res) => {

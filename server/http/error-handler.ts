@@ -9,6 +9,7 @@ const REGISTRY_STATUS: Record<RegistryErrorKind, number> = {
   'not-found': 404,
   'precondition-failed': 412,
   invalid: 400,
+  broken: 409,
 };
 
 interface BodyParserError extends Error {

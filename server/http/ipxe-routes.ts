@@ -50,8 +50,7 @@ export function ipxeRouter(d: IpxeRoutesDeps): Router {
     }
     res.locals['mac'] = mac;
     const facts = { ...bootFacts(req.query), ...(req.ip ? { ip: req.ip } : {}) };
-    const decision = await d.booter.decide({ mac, facts });
-    const { script, session } = d.scripts.render(mac, decision, facts);
+    const { decision, script, session } = d.scripts.render(mac, await d.booter.decide({ mac, facts }), facts);
     reportIpxeDecision(d.logger, d.record, mac, decision, facts, session);
     res.type(IPXE_TYPE).set('Cache-Control', 'no-store').send(script);
   });

@@ -10,7 +10,7 @@ import { seedUrl, TOKEN_PLACEHOLDER } from '../boot/ipxe-scripts.js';
 import type { RenderCache } from '../boot/render-cache.js';
 import type { SessionInfo, SessionMinter } from '../boot/sessions.js';
 import { hostnameProblem } from '../machines/hostname.js';
-import type { MachineRecord } from '../machines/model.js';
+import { isSessionUsed, type MachineRecord } from '../machines/model.js';
 import { etagOf, type Registry } from '../machines/registry.js';
 import { pathParam } from './params.js';
 
@@ -59,7 +59,7 @@ export function seedRouter(d: SeedRoutesDeps): Router {
     if (mac) res.locals['mac'] = mac;
     const result = mac ? d.sessions.verify(mac, token) : ({ ok: false, reason: 'malformed' } as const);
     const machine = mac ? d.registry.get(mac) : undefined;
-    const used = result.ok && machine ? machine.status.usedSessions.includes(result.session.id) : false;
+    const used = result.ok && machine ? isSessionUsed(machine.status, result.session) : false;
     if (!mac || !result.ok || !machine || (used && req.method === 'GET')) {
       const reason = !mac ? 'bad MAC' : !result.ok ? result.reason : !machine ? 'machine not registered' : 'session already phoned home';
       log.warn({ event: 'seed.refused', mac: mac ?? undefined, client: req.ip, reason, path: req.path.split('/').pop() }, `refused NoCloud request: ${reason}`);
@@ -107,7 +107,7 @@ export function seedRouter(d: SeedRoutesDeps): Router {
     const body: Record<string, unknown> = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
     const hostKeys = hostKeysFromPhoneHome(body);
     const ip = req.ip?.replace(/^::ffff:/, '');
-    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
+    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
     if (outcome === 'accepted') res.status(200).type('text/plain').send('ok\n');
     else if (outcome === 'duplicate') res.status(409).type('text/plain').send('this boot session already phoned home\n');
     else res.status(404).type('text/plain').send('not found\n');

@@ -9,7 +9,9 @@ export type RegistryErrorKind =
   /** The write's precondition (If-Match / If-None-Match) does not hold. */
   | 'precondition-failed'
   /** The request names something that does not exist or cannot be used (an image, say). */
-  | 'invalid';
+  | 'invalid'
+  /** The machine's file on disk is invalid: it must be fixed or replaced first. */
+  | 'broken';
 
 export class RegistryError extends Error {
   override name = 'RegistryError';

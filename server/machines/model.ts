@@ -77,6 +77,11 @@ export const machineStatusSchema = z.object({
   hostKeys: z.array(z.string()).default([]),
   /** Boot sessions whose phone-home was accepted (newest last, bounded). */
   usedSessions: z.array(z.string()).default([]),
+  /**
+   * Expiry of the newest session whose phone-home was accepted. Sessions expire in mint order, so a
+   * session expiring earlier is older: it can never phone home again, however many came after it.
+   */
+  sessionsUsedUntil: z.iso.datetime().optional(),
 });
 export type MachineStatus = z.infer<typeof machineStatusSchema>;
 
@@ -97,3 +102,9 @@ export const machineRecordSchema = z.strictObject({
   status: machineStatusSchema.default({ state: 'registered', hostKeys: [], usedSessions: [] }),
 });
 export type MachineRecord = z.infer<typeof machineRecordSchema>;
+
+/** Whether a boot session has phoned home already (or is older than one that has): it may not again. */
+export function isSessionUsed(status: MachineStatus, session: { id: string; expiresAt: Date }): boolean {
+  if (status.usedSessions.includes(session.id)) return true;
+  return status.sessionsUsedUntil !== undefined && session.expiresAt.getTime() < Date.parse(status.sessionsUsedUntil);
+}

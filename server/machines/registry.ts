@@ -2,17 +2,19 @@ import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { Mac } from '../../common/mac.js';
 import type { EventLog, MachineEvent, NewEvent } from '../events/event-log.js';
-import type { ImageStore } from '../images/image-store.js';
-import type { MachineStore } from '../store/store.js';
+import type { ImageStore, LoadedImage } from '../images/image-store.js';
+import type { BrokenRecord, MachineStore } from '../store/store.js';
+import { EventBudget } from '../events/rate-limit.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { notRegistered, RegistryError } from './errors.js';
-import { machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
+import { isSessionUsed, machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
 
-/** Phone-home sessions remembered per machine; sessions also expire (default 1 h). */
+/** Session ids remembered per machine (for sessions that expire in the same second as the newest used one). */
 const USED_SESSIONS_KEPT = 64;
 
 export interface PhoneHomeReport {
   sessionId: string;
+  sessionExpiresAt: Date;
   hostKeys: string[];
   hostname?: string;
   ip?: string;
@@ -24,6 +26,7 @@ export class Registry {
   private discovered = new Set<string>();
   /** MACs whose discovery write is under way: they count against the cap until it lands. */
   private reserved = new Set<string>();
+  private readonly budget = new EventBudget();
   /**
    * Per MAC: an event is appended only while the machine is in the registry, and a delete removes
    * the record and its timeline in one step, so a delete racing a PUT or a boot never drops the new
@@ -37,6 +40,7 @@ export class Registry {
     private readonly images: ImageStore,
     private readonly logger: Logger,
     private readonly maxDiscovered: number,
+    private readonly checks: RegistryChecks = {},
   ) {
     for (const r of store.list()) if (r.discovered) this.discovered.add(r.mac);
     store.onChange((mac) => {
@@ -58,6 +62,15 @@ export class Registry {
     return this.store.list();
   }
 
+  /** Machine files on disk that do not validate (hand edits): never served, never discovered over. */
+  broken(): BrokenRecord[] {
+    return this.store.broken();
+  }
+
+  brokenFor(mac: Mac): BrokenRecord | undefined {
+    return this.store.brokenFor(mac);
+  }
+
   /** A machine's timeline, oldest first (at most `limit` newest events). */
   async timeline(mac: Mac, limit?: number): Promise<MachineEvent[]> {
     if (!this.store.has(mac)) throw notRegistered(mac);
@@ -67,6 +80,18 @@ export class Registry {
   /** Called after any change to a machine, by API, boot or hand edit. */
   onChange(listener: (mac: Mac) => void): () => void {
     return this.store.onChange(listener);
+  }
+
+  /**
+   * Append an event caused by an unauthenticated request (iPXE, TFTP, image fetches, DHCP): rate
+   * limited per MAC, so floods cannot evict the admin's and the OS's events. The next event that
+   * passes says how many were dropped.
+   */
+  async bootEvent(mac: Mac, ev: NewEvent): Promise<void> {
+    if (!this.store.has(mac)) return;
+    const dropped = this.budget.take(mac);
+    if (dropped === undefined) return;
+    await this.event(mac, dropped > 0 ? { ...ev, data: { ...ev.data, eventsDroppedBefore: dropped } } : ev);
   }
 
   /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
@@ -95,6 +120,7 @@ export class Registry {
 
   async put(mac: Mac, spec: MachineSpec, explicitImage: boolean, pre: WritePreconditions = {}): Promise<{ record: MachineRecord; created: boolean }> {
     if (explicitImage) await this.requireImage(spec.image);
+    await this.checkCmdline(mac, spec.image, spec.kernelArgs);
     let created = false;
     const rec = await this.store.update(mac, (cur) => {
       this.checkIfMatch(cur, pre.ifMatch);
@@ -118,8 +144,12 @@ export class Registry {
 
   async patch(mac: Mac, patch: MachinePatch, ifMatch?: string): Promise<MachineRecord> {
     if (patch.image !== undefined) await this.requireImage(patch.image);
+    const cur = this.store.get(mac);
+    if (cur && (patch.image !== undefined || patch.kernelArgs !== undefined)) {
+      await this.checkCmdline(mac, patch.image ?? cur.image, patch.kernelArgs === null ? '' : patch.kernelArgs ?? cur.kernelArgs);
+    }
     const rec = await this.store.update(mac, (cur) => {
-      if (!cur) throw notRegistered(mac);
+      if (!cur) throw this.missing(mac);
       this.checkIfMatch(cur, ifMatch);
       const next: Record<string, unknown> = { ...cur };
       for (const [k, v] of Object.entries(patch)) {
@@ -151,7 +181,23 @@ export class Registry {
       });
       if (!existed) throw notRegistered(mac);
       await this.events.remove(mac);
+      this.budget.forget(mac);
     });
+  }
+
+  /** When the image exists, its command line plus kernelArgs must fit the kernel's limit. */
+  private async checkCmdline(mac: Mac, imageName: string, kernelArgs: string): Promise<void> {
+    if (!this.checks.cmdline) return;
+    const found = await this.images.lookup(imageName);
+    if (!found.ok) return; // a missing image is refused at boot, with its own reason
+    const problem = this.checks.cmdline(mac, found.image, kernelArgs);
+    if (problem) throw new RegistryError('invalid', `kernelArgs: ${problem}`);
+  }
+
+  /** Not registered, or registered with a file that does not validate (which says why). */
+  missing(mac: Mac): RegistryError {
+    const b = this.store.brokenFor(mac);
+    return b ? new RegistryError('broken', `machine ${mac}: its file ${b.file} is invalid (${b.reason}); fix it, or PUT the machine again (the bad file is kept in quarantine/)`) : notRegistered(mac);
   }
 
   private async requireImage(name: string): Promise<void> {
@@ -163,6 +209,8 @@ export class Registry {
   async discover(mac: Mac, facts: Record<string, unknown>): Promise<MachineRecord | undefined> {
     const known = this.store.get(mac);
     if (known) return known;
+    // an invalid file is the admin's record with a typo, not a stranger: never discovered over
+    if (this.store.brokenFor(mac)) return undefined;
     // A slot is taken before the write starts, so concurrent discoveries never pass the cap.
     if (!this.reserved.has(mac) && this.discovered.size + this.reserved.size >= this.maxDiscovered) {
       this.logger.warn({ event: 'machine.discover-capped', mac, max: this.maxDiscovered }, 'too many discovered machines; not recording this one');
@@ -173,7 +221,7 @@ export class Registry {
     let rec: MachineRecord | undefined;
     try {
       rec = await this.store.update(mac, (cur) => {
-        if (cur) return undefined;
+        if (cur || this.store.brokenFor(mac)) return undefined;
         created = true;
         return machineRecordSchema.parse({ mac, sshKeys: [], boot: 'local', discovered: true, status: { state: 'discovered' } });
       });
@@ -196,10 +244,11 @@ export class Registry {
     let flipped = false;
     await this.store.update(mac, (cur) => {
       if (!cur) return undefined;
-      if (cur.status.usedSessions.includes(report.sessionId)) {
+      if (isSessionUsed(cur.status, { id: report.sessionId, expiresAt: report.sessionExpiresAt })) {
         outcome = 'duplicate';
         return undefined;
       }
+      const until = cur.status.sessionsUsedUntil ? Date.parse(cur.status.sessionsUsedUntil) : 0;
       outcome = 'accepted';
       flipped = cur.boot === 'once';
       const now = new Date().toISOString();
@@ -216,6 +265,7 @@ export class Registry {
           reportedHostname: report.hostname,
           hostKeys: report.hostKeys,
           usedSessions: [...cur.status.usedSessions, report.sessionId].slice(-USED_SESSIONS_KEPT),
+          sessionsUsedUntil: new Date(Math.max(until, report.sessionExpiresAt.getTime())).toISOString(),
         },
       });
     });
@@ -238,6 +288,12 @@ export class Registry {
     }
     return outcome;
   }
+}
+
+/** Checks the registry runs on writes that need knowledge it does not own (the public URL, say). */
+export interface RegistryChecks {
+  /** Why this machine's kernel command line would not fit, or undefined. */
+  cmdline?: (mac: Mac, image: LoadedImage, kernelArgs: string) => string | undefined;
 }
 
 /** HTTP-style preconditions of a write (If-Match, If-None-Match), checked under the machine's lock. */

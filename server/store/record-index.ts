@@ -1,6 +1,7 @@
 import type { Mac } from '../../common/mac.js';
 import type { MachineRecord } from '../machines/model.js';
 import { KeyedMutex } from './keyed-mutex.js';
+import type { BrokenRecord } from './store.js';
 
 /**
  * The in-memory side every MachineStore shares: the record index (callers get copies), change
@@ -8,6 +9,7 @@ import { KeyedMutex } from './keyed-mutex.js';
  */
 export abstract class RecordIndex {
   protected records = new Map<string, MachineRecord>();
+  protected brokenFiles = new Map<string, BrokenRecord>();
   protected mutex = new KeyedMutex();
   private listeners = new Set<(mac: Mac) => void>();
 
@@ -26,6 +28,14 @@ export abstract class RecordIndex {
 
   count(): number {
     return this.records.size;
+  }
+
+  broken(): BrokenRecord[] {
+    return [...this.brokenFiles.values()].sort((a, b) => a.mac.localeCompare(b.mac));
+  }
+
+  brokenFor(mac: Mac): BrokenRecord | undefined {
+    return this.brokenFiles.get(mac);
   }
 
   onChange(listener: (mac: Mac) => void): () => void {
