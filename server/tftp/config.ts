@@ -1,7 +1,7 @@
 /** The TFTP server's options, their defaults and their checks. */
 import { realpath, stat } from 'node:fs/promises';
 import type { Logger } from '../../common/log.js';
-import type { TftpTransferEvent } from './events.js';
+import type { TftpRefusedEvent, TftpTransferEvent } from './events.js';
 
 export interface TftpServerOptions {
   host: string;
@@ -18,8 +18,18 @@ export interface TftpServerOptions {
   maxWindowsize?: number;
   /** Largest windowsize * blksize burst granted (the windowsize is lowered to fit). Default 65536. */
   maxWindowBytes?: number;
-  /** Concurrent transfers; requests beyond it get ERROR 0 "server busy". Default 256. */
+  /**
+   * Concurrent transfers, all clients together. A request beyond it is dropped without an answer and
+   * reported to `onRefused`. Default 256.
+   */
   maxTransfers?: number;
+  /**
+   * Concurrent transfers per client IP address (any port), so one address cannot take the whole pool.
+   * A request beyond it is dropped without an answer and reported to `onRefused`. Default 8.
+   */
+  maxTransfersPerClient?: number;
+  /** Called for each request dropped by `maxTransfers` or `maxTransfersPerClient`. */
+  onRefused?: (ev: TftpRefusedEvent) => void;
   /** Files larger than this are refused (they are read into memory). Default 512 MiB. */
   maxFileBytes?: number;
   /**
@@ -32,6 +42,14 @@ export interface TftpServerOptions {
   maxRtoMs?: number;
   /** Abort a transfer when no ACK advanced it for this long. Default 30000 ms. */
   giveUpMs?: number;
+  /**
+   * How often the first reply (OACK or DATA 1) is resent on the server's timer before the client has
+   * ACKed anything. Such a client may be a spoofed address: every resend is traffic aimed at a third
+   * party. A real client that lost the reply sends its RRQ again, and each repeat is answered. Default 1.
+   */
+  firstReplyRetransmits?: number;
+  /** How often one window is resent on the timer while no ACK advances it. Default 10. */
+  windowRetransmits?: number;
 }
 
 /** Options with defaults applied and paths resolved. */
@@ -46,11 +64,14 @@ export interface ServerConfig {
   maxWindowsize: number;
   maxWindowBytes: number;
   maxTransfers: number;
+  maxTransfersPerClient: number;
   maxFileBytes: number;
   initialRtoMs: number;
   minRtoMs: number;
   maxRtoMs: number;
   giveUpMs: number;
+  firstReplyRetransmits: number;
+  windowRetransmits: number;
 }
 
 function intIn(name: string, v: number | undefined, def: number, min: number, max: number): number {
@@ -72,7 +93,10 @@ export async function resolveConfig(opts: TftpServerOptions): Promise<ServerConf
     minRtoMs: intIn('minRtoMs', opts.minRtoMs, 20, 1, 60_000),
     maxRtoMs: intIn('maxRtoMs', opts.maxRtoMs, 6000, 1, 255_000),
     giveUpMs: intIn('giveUpMs', opts.giveUpMs, 30_000, 1, 3_600_000),
+    firstReplyRetransmits: intIn('firstReplyRetransmits', opts.firstReplyRetransmits, 1, 0, 100),
+    windowRetransmits: intIn('windowRetransmits', opts.windowRetransmits, 10, 0, 1000),
   };
+  const maxTransfersPerClient = Math.min(numbers.maxTransfers, intIn('maxTransfersPerClient', opts.maxTransfersPerClient, 8, 1, 65536));
   const root = await realpath(opts.root).catch((err: NodeJS.ErrnoException) => {
     throw new Error(`tftp: served directory ${opts.root} is not usable: ${err.code ?? err.message}`);
   });
@@ -81,5 +105,5 @@ export async function resolveConfig(opts: TftpServerOptions): Promise<ServerConf
   for (const r of opts.symlinkRoots ?? []) {
     symlinkRoots.push(await realpath(r).catch(() => { throw new Error(`tftp: symlink root ${r} does not exist`); }));
   }
-  return { host: opts.host, root, symlinkRoots, ...numbers };
+  return { host: opts.host, root, symlinkRoots, ...numbers, maxTransfersPerClient };
 }

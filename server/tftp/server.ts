@@ -10,14 +10,15 @@ import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.js';
 import { resolveConfig, type ServerConfig, type TftpServerOptions } from './config.js';
-import { printable, TransferReporter, type TftpTransferEvent } from './events.js';
+import { printable, RefusalReporter, TransferReporter, type TftpTransferEvent } from './events.js';
 import { encodeError, parseRequest, ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNDEFINED, OP_RRQ, OP_WRQ, type Request } from './packet.js';
 import { prepareRead, type PreparedRead } from './read-request.js';
 import { bindSocket, closeSocket, connectSocket } from './sockets.js';
+import { TransferTable } from './transfer-table.js';
 import { Transfer, type TransferResult } from './transfer.js';
 
 export type { TftpServerOptions } from './config.js';
-export type { TftpTransferEvent } from './events.js';
+export type { TftpRefusedEvent, TftpTransferEvent } from './events.js';
 
 interface Client {
   address: string;
@@ -25,8 +26,8 @@ interface Client {
 }
 
 export class TftpServer {
-  /** Keyed by "address|port" of the client TID; a placeholder (null) while the file is being opened. */
-  private readonly transfers = new Map<string, Transfer | null>();
+  /** Transfers by client TID, with the per-client and global limits. */
+  private readonly table: TransferTable<Transfer>;
   /** Transfer sockets, closed with the server. */
   private readonly sockets = new Set<Socket>();
   private closed = false;
@@ -38,7 +39,9 @@ export class TftpServer {
     private readonly listen: Socket,
     private readonly logger: Logger,
     private readonly report: TransferReporter,
+    private readonly refusals: RefusalReporter,
   ) {
+    this.table = new TransferTable(cfg);
     const a = listen.address();
     this.bound = { address: a.address, port: a.port };
   }
@@ -47,7 +50,9 @@ export class TftpServer {
   static async start(opts: TftpServerOptions): Promise<TftpServer> {
     const cfg = await resolveConfig(opts);
     const listen = await bindSocket(TftpServer.socketType(cfg.host), cfg.host, cfg.port);
-    const server = new TftpServer(cfg, listen, opts.logger, new TransferReporter(opts.logger, opts.onTransfer));
+    const server = new TftpServer(
+      cfg, listen, opts.logger, new TransferReporter(opts.logger, opts.onTransfer), new RefusalReporter(opts.logger, opts.onRefused),
+    );
     listen.on('error', (err: Error) => opts.logger.error({ event: 'tftp.socket_error', err: err.message }));
     listen.on('message', (msg: Buffer, rinfo: RemoteInfo) => server.receive(msg, { address: rinfo.address, port: rinfo.port }));
     const addr = server.address();
@@ -63,8 +68,8 @@ export class TftpServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const tr of this.transfers.values()) tr?.abort('server closing');
-    this.transfers.clear();
+    // Requests still being prepared find the server closed and are refused; they free their own slots.
+    for (const tr of this.table.transfers()) tr.abort('server closing');
     await Promise.all([this.listen, ...this.sockets].map(closeSocket));
     this.sockets.clear();
   }
@@ -90,38 +95,41 @@ export class TftpServer {
       this.refuse(client, req, ERR_ACCESS, 'read-only server: write requests are refused');
       return;
     }
-    const key = `${client.address}|${client.port}`;
+    const key = TransferTable.key(client);
     if (!this.admit(req, client, key)) return;
-    this.transfers.set(key, null);
     this.serveRead(req, client, key)
       .catch((err: unknown) => {
         this.logger.error({ event: 'tftp.internal_error', client, err: String(err) });
         this.replyError(client, ERR_UNDEFINED, 'internal error');
       })
       .finally(() => {
-        if (this.transfers.get(key) === null) this.transfers.delete(key);
+        if (this.table.get(key) === null) this.table.remove(key); // refused or failed before it started
       });
   }
 
   /**
-   * Whether `req` starts a new transfer. A repeat of a request already being served is answered by that
-   * transfer instead; a request beyond the transfer limit is refused.
+   * Whether `req` starts a new transfer (its slot is then reserved). A repeat of a request already being
+   * served is answered by that transfer instead. A request beyond a transfer limit is dropped without an
+   * answer: an ERROR would be one more packet aimed at what may be a spoofed address, and a PXE ROM
+   * treats an ERROR as final but retries an unanswered request, which gets in once a slot is free.
    */
   private admit(req: Request, client: Client, key: string): boolean {
-    const existing = this.transfers.get(key);
+    const existing = this.table.get(key);
     if (existing?.awaitingFinalAck) {
       // The client has the whole file (only its last ACK got lost) and reuses its port for a new
       // request: end the old transfer instead of making the new one wait for its give-up timer.
       existing.abort('final ACK lost; the client sent a new request from the same port');
-    } else if (this.transfers.has(key)) {
+    } else if (this.table.has(key)) {
       existing?.onRepeatedRequest(); // a retransmitted RRQ: our first reply was lost
       return false;
     }
-    if (this.transfers.size >= this.cfg.maxTransfers) {
-      this.refuse(client, req, ERR_UNDEFINED, 'server busy');
-      return false;
-    }
-    return true;
+    const clientTransfers = this.table.countFor(client.address);
+    const transfers = this.table.size;
+    const limit = this.table.reserve(key, client.address);
+    if (limit === null) return true;
+    this.logger.debug({ event: 'tftp.refused', client, reason: limit });
+    this.refusals.refused({ client, file: printable(req.filename), reason: limit, clientTransfers, transfers });
+    return false;
   }
 
   /** Opens the file and a transfer socket, then starts the transfer; refuses the request when either fails. */
@@ -169,9 +177,10 @@ export class TftpServer {
       oack: read.oack,
       rto: read.rto,
       giveUpMs: this.cfg.giveUpMs,
+      budget: read.budget,
       onDone: (r) => this.finishTransfer(r, { sock, client, key, file, options: read.options, started }),
     });
-    this.transfers.set(key, transfer);
+    this.table.attach(key, transfer);
     this.logger.debug({ event: 'tftp.start', client, file, options: read.options });
     transfer.start();
   }
@@ -181,11 +190,11 @@ export class TftpServer {
     r: TransferResult,
     t: { sock: Socket; client: Client; key: string; file: string; options: Record<string, string | number>; started: number },
   ): void {
-    this.transfers.delete(t.key);
+    this.table.remove(t.key);
     this.sockets.delete(t.sock);
     t.sock.close();
     const ev: TftpTransferEvent = {
-      client: t.client, file: t.file, options: t.options, bytes: r.bytes, retransmits: r.retransmits, outcome: r.outcome,
+      client: t.client, file: t.file, options: t.options, bytes: r.bytes, retransmits: r.retransmits, sentBytes: r.sentBytes, outcome: r.outcome,
       durationMs: Math.round((performance.now() - t.started) * 10) / 10,
     };
     if (r.error !== undefined) ev.error = r.error;
@@ -201,7 +210,7 @@ export class TftpServer {
     this.replyError(client, code, reason);
     const options: Record<string, string> = {};
     for (const [k, v] of req.options) options[k] = v.slice(0, 64);
-    this.report.transfer({ client, file: printable(req.filename), options, bytes: 0, durationMs: 0, retransmits: 0, outcome: 'refused', error: reason });
+    this.report.transfer({ client, file: printable(req.filename), options, bytes: 0, durationMs: 0, retransmits: 0, sentBytes: 0, outcome: 'refused', error: reason });
   }
 }
 
