@@ -13,6 +13,7 @@ import { startTftpServer, type TftpRefusedEvent, type TftpServerOptions, type Tf
 import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS, type ClientName } from '../../test/tftp/support.js';
 import { ack, errCode, opcode, Peer, rrq, waitFor } from '../../test/tftp/peer.js';
 import { RESEND_FILE_FACTOR, RESEND_WINDOWS } from './read-request.js';
+import { TransferTable } from './transfer-table.js';
 
 const FILE_BYTES = 256 * 1024 + 17;
 
@@ -59,6 +60,26 @@ async function flood(
   }
   return { peers, answered: peers.filter((p) => p.replies.length > 0), dropped: peers.filter(isRefused), requestBytes };
 }
+
+t.test('finding 5: slot accounting per address and in total', async (t) => {
+  const table = new TransferTable<string>({ maxTransfers: 3, maxTransfersPerClient: 2 });
+  const c = (address: string, port: number): string => TransferTable.key({ address, port });
+  t.equal(table.reserve(c('10.0.0.1', 1), '10.0.0.1'), null);
+  t.equal(table.reserve(c('10.0.0.1', 2), '10.0.0.1'), null);
+  t.equal(table.reserve(c('10.0.0.1', 3), '10.0.0.1'), 'per-client limit', 'a third from one address');
+  t.equal(table.reserve(c('10.0.0.2', 1), '10.0.0.2'), null);
+  t.equal(table.reserve(c('10.0.0.3', 1), '10.0.0.3'), 'server limit', 'a fourth in all');
+  t.equal(table.get(c('10.0.0.1', 1)), null, 'a placeholder until attached');
+  table.attach(c('10.0.0.1', 1), 'transfer');
+  t.same(table.transfers(), ['transfer'], 'only attached transfers are listed');
+  table.remove(c('10.0.0.1', 1));
+  table.remove(c('10.0.0.1', 1)); // twice: no effect
+  t.equal(table.countFor('10.0.0.1'), 1);
+  t.equal(table.size, 2);
+  t.equal(table.reserve(c('10.0.0.3', 1), '10.0.0.3'), null, 'a freed slot is free for any address');
+  t.throws(() => table.reserve(c('10.0.0.3', 1), '10.0.0.3'), 'one slot per TID');
+  t.equal(new TransferTable({ maxTransfers: 1, maxTransfersPerClient: 8 }).reserve('k', 'a'), null);
+});
 
 t.test('finding 5: one address flooding RRQs cannot lock out other clients', async (t) => {
   const clients: ClientName[] = ['tftp-hpa', 'atftp'];
