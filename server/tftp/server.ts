@@ -127,7 +127,6 @@ export class TftpServer {
     const transfers = this.table.size;
     const limit = this.table.reserve(key, client.address);
     if (limit === null) return true;
-    this.logger.debug({ event: 'tftp.refused', client, reason: limit });
     this.refusals.refused({ client, file: printable(req.filename), reason: limit, clientTransfers, transfers });
     return false;
   }
