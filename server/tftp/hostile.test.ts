@@ -4,67 +4,13 @@
  * The server runs in this process: a crash fails the test.
  */
 import t, { type Test } from 'tap';
-import { createSocket, type Socket } from 'node:dgram';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger } from '../../common/log.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions, type TftpTransferEvent } from './server.js';
 import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS } from '../../test/tftp/support.js';
 import { prng } from '../../test/tftp/impair-relay.js';
-
-interface Reply {
-  msg: Buffer;
-  port: number;
-  address: string;
-}
-
-/** A client socket that records every packet it receives. */
-class Peer {
-  readonly sock: Socket;
-  readonly replies: Reply[] = [];
-  private waiters: Array<() => void> = [];
-  constructor(host = '127.0.0.1') {
-    this.sock = createSocket('udp4');
-    this.sock.on('message', (msg, r) => {
-      this.replies.push({ msg, port: r.port, address: r.address });
-      for (const w of this.waiters.splice(0)) w();
-    });
-    this.sock.bind(0, host);
-  }
-  send(buf: Buffer, port: number, host = '127.0.0.1'): void {
-    this.sock.send(buf, port, host);
-  }
-  /**
-   * Waits until `pred` holds, or the timeout. Checked on each arrival, and every 20 ms for predicates
-   * on other state (transfer events).
-   */
-  async until(pred: (r: Reply[]) => boolean, ms = 5000): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    while (!pred(this.replies)) {
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 20));
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return true;
-  }
-  close(): Promise<void> {
-    return new Promise((resolve) => this.sock.close(() => resolve()));
-  }
-}
-
-function rrq(name: string, mode = 'octet', opts: Record<string, string> = {}, op = 1): Buffer {
-  const parts = [name, mode, ...Object.entries(opts).flat()];
-  return Buffer.concat([Buffer.from([0, op]), ...parts.map((p) => Buffer.from(`${p}\0`, 'latin1'))]);
-}
-const ack = (n: number): Buffer => Buffer.from([0, 4, (n >> 8) & 0xff, n & 0xff]);
-const opcode = (b: Buffer): number => (b.length >= 2 ? b.readUInt16BE(0) : -1);
-const errCode = (b: Buffer): number => (opcode(b) === 5 ? b.readUInt16BE(2) : -1);
+import { ack, errCode, opcode, Peer, rrq } from '../../test/tftp/peer.js';
 
 async function setup(t: Pick<Test, 'teardown'>, extra: Partial<TftpServerOptions> = {}, host = '127.0.0.1') {
   const tmp = await tempDir('ramboot-tftp-hostile-');

@@ -16,6 +16,11 @@ import { ImpairRelay } from '../../test/tftp/impair-relay.js';
 import { CLIENT_TOOLS, LOSS_CELLS, makeLossFiles, needExecutables, runCells, tempDir, type CellResult } from '../../test/tftp/support.js';
 
 const CLIENTS = Object.values(CLIENT_TOOLS);
+/** The largest (bytes sent - file size) / file size over the ok transfers: what loss cost in resends. */
+function worstResendRatio(events: readonly TftpTransferEvent[]): string {
+  const worst = events.filter((e) => e.outcome === 'ok' && e.bytes > 0).reduce((w, e) => Math.max(w, (e.sentBytes - e.bytes) / e.bytes), 0);
+  return worst.toFixed(2);
+}
 const retried = (r: CellResult): string => (r.attempts > 1 ? `, attempt ${r.attempts}: atftp aborted on a network-duplicated OACK before` : '');
 
 t.test('userspace relay: 5% loss, 5% duplication, 10% reordering each way', async (t) => {
@@ -32,6 +37,7 @@ t.test('userspace relay: 5% loss, 5% duplication, 10% reordering each way', asyn
   for (const r of results) t.ok(r.ok, `${r.label}: sha256 matches (${r.ms} ms${retried(r)})`, { exit: r.exit, stderr: r.stderr });
   t.comment(`relay: ${JSON.stringify(relay.stats)}`);
   t.ok(relay.stats.dropped > 50 && relay.stats.duplicated > 50 && relay.stats.reordered > 50, 'the relay really impaired the traffic');
+  t.comment(`worst resend ratio (bytes resent / file size): ${worstResendRatio(events)}`);
   const retrans = events.reduce((a, e) => a + e.retransmits, 0);
   t.ok(retrans > 0, `server recovered by retransmitting (${retrans} blocks)`);
 });
@@ -56,7 +62,7 @@ t.test('kernel impairment in a network namespace: 5% loss + 5% duplication on lo
   clearTimeout(timer);
   t.equal(code, 0, 'runner exited cleanly', { stderr: stderr.slice(-3000) });
   const line = stdout.trim().split('\n').at(-1) ?? '';
-  let report: { impairment: string; results: CellResult[]; counters: string; retransmits: number } | undefined;
+  let report: { impairment: string; results: CellResult[]; counters: string; retransmits: number; worstResendRatio: string } | undefined;
   try {
     report = JSON.parse(line) as typeof report;
   } catch {
@@ -66,6 +72,7 @@ t.test('kernel impairment in a network namespace: 5% loss + 5% duplication on lo
   if (!report) return;
   t.comment(`impairment: ${report.impairment}`);
   t.comment(report.counters);
+  t.comment(`worst resend ratio (bytes resent / file size): ${report.worstResendRatio}`);
   for (const r of report.results) t.ok(r.ok, `${r.label}: sha256 matches (${r.ms} ms${retried(r)})`, { exit: r.exit, stderr: r.stderr });
   t.ok(report.retransmits > 0, `server recovered by retransmitting (${report.retransmits} blocks)`);
 });

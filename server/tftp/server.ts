@@ -1,306 +1,218 @@
 /**
  * Read-only TFTP server (RFC 1350 + 2347/2348/2349/7440) for the first boot stage: hands out the iPXE
  * binaries from one directory. Write requests are refused; see README.md for why this is not npm `tftp`.
+ *
+ * The listen socket only takes requests. Each admitted read gets its own socket, connected to the
+ * client's port, and a Transfer that runs the data exchange on it.
  */
-import { createSocket, type Socket, type SocketType } from 'node:dgram';
-import { realpath, stat } from 'node:fs/promises';
+import type { RemoteInfo, Socket, SocketType } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.js';
-import { negotiate } from './options.js';
-import {
-  encodeError,
-  encodeOack,
-  parseRequest,
-  ERR_ACCESS,
-  ERR_ILLEGAL_OP,
-  ERR_UNDEFINED,
-  OP_RRQ,
-  OP_WRQ,
-  type Request,
-} from './packet.js';
-import { openServedFile, toNetascii } from './resolve.js';
-import { BufferSource, FileSource, type BlockSource } from './source.js';
+import { resolveConfig, type ServerConfig, type TftpServerOptions } from './config.js';
+import { printable, RefusalReporter, TransferReporter, type TftpTransferEvent } from './events.js';
+import { encodeError, parseRequest, ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNDEFINED, OP_RRQ, OP_WRQ, type Request } from './packet.js';
+import { prepareRead, type PreparedRead } from './read-request.js';
+import { bindSocket, closeSocket, connectSocket } from './sockets.js';
+import { TransferTable } from './transfer-table.js';
 import { Transfer, type TransferResult } from './transfer.js';
 
-export interface TftpTransferEvent {
-  client: { address: string; port: number };
-  file: string;
-  options: Record<string, string | number>;
-  bytes: number;
-  durationMs: number;
-  retransmits: number;
-  outcome: 'ok' | 'error' | 'timeout' | 'refused';
-  error?: string;
-}
+export type { TftpServerOptions } from './config.js';
+export type { TftpRefusedEvent, TftpTransferEvent } from './events.js';
 
-export interface TftpServerOptions {
-  host: string;
+interface Client {
+  address: string;
   port: number;
-  /** Served directory (the iPXE directory). Must exist. */
-  root: string;
-  logger: Logger;
-  onTransfer?: (ev: TftpTransferEvent) => void;
-  /** Extra directory trees a symlink inside `root` may point into (e.g. ['/boot'] for Debian's ipxe.efi). Default none. */
-  symlinkRoots?: string[];
-  /** Largest blksize granted. Default 65464 (RFC 2348 maximum). */
-  maxBlksize?: number;
-  /** Largest windowsize granted. Default 64. */
-  maxWindowsize?: number;
-  /** Largest windowsize * blksize burst granted (the windowsize is lowered to fit). Default 65536. */
-  maxWindowBytes?: number;
-  /** Concurrent transfers; requests beyond it get ERROR 0 "server busy". Default 256. */
-  maxTransfers?: number;
-  /** Files larger than this are refused (they are read into memory). Default 512 MiB. */
-  maxFileBytes?: number;
-  /**
-   * Retransmission timeout bounds in ms. Defaults 500 / 20 / 6000 (the max is the client's `timeout`
-   * option when it sets one). The max must exceed common client timeouts (5 s): atftp, for one, ignores
-   * repeated duplicate DATA until its own timer fires, and only a silent gap lets that timer fire.
-   */
-  initialRtoMs?: number;
-  minRtoMs?: number;
-  maxRtoMs?: number;
-  /** Abort a transfer when no ACK advanced it for this long. Default 30000 ms. */
-  giveUpMs?: number;
 }
 
-export interface TftpServer {
-  address(): { address: string; port: number };
-  close(): Promise<void>;
-}
+export class TftpServer {
+  /** Transfers by client TID, with the per-client and global limits. */
+  private readonly table: TransferTable<Transfer>;
+  /** Transfer sockets, closed with the server. */
+  private readonly sockets = new Set<Socket>();
+  private closed = false;
+  /** Read once: a closed socket can no longer tell its address. */
+  private readonly bound: { address: string; port: number };
 
-interface Tunables {
-  symlinkRoots: string[];
-  maxBlksize: number;
-  maxWindowsize: number;
-  maxWindowBytes: number;
-  maxTransfers: number;
-  maxFileBytes: number;
-  initialRtoMs: number;
-  minRtoMs: number;
-  maxRtoMs: number;
-  giveUpMs: number;
-}
-
-function intIn(name: string, v: number | undefined, def: number, min: number, max: number): number {
-  const n = v ?? def;
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`tftp: ${name} must be an integer in ${min}..${max}, got ${String(v)}`);
-  return n;
-}
-
-function bindSocket(type: SocketType, host: string, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket({ type, reuseAddr: false });
-    const onError = (err: Error): void => {
-      s.close();
-      reject(err);
-    };
-    s.once('error', onError);
-    s.bind({ address: host, port, exclusive: true }, () => {
-      s.off('error', onError);
-      resolve(s);
-    });
-  });
-}
-
-function connectSocket(s: Socket, address: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    s.connect(port, address, (err?: Error) => (err ? reject(err) : resolve()));
-  });
-}
-
-/** Printable, bounded rendering of a client-supplied filename for logs. */
-function printable(name: string): string {
-  return name.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
-}
-
-export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
-  const t: Tunables = {
-    symlinkRoots: [],
-    maxBlksize: intIn('maxBlksize', opts.maxBlksize, 65464, 512, 65464),
-    maxWindowsize: intIn('maxWindowsize', opts.maxWindowsize, 64, 1, 65535),
-    maxWindowBytes: intIn('maxWindowBytes', opts.maxWindowBytes, 65536, 512, 2 ** 30),
-    maxTransfers: intIn('maxTransfers', opts.maxTransfers, 256, 1, 65536),
-    maxFileBytes: intIn('maxFileBytes', opts.maxFileBytes, 512 * 1024 * 1024, 0, 2 ** 32),
-    initialRtoMs: intIn('initialRtoMs', opts.initialRtoMs, 500, 1, 60_000),
-    minRtoMs: intIn('minRtoMs', opts.minRtoMs, 20, 1, 60_000),
-    maxRtoMs: intIn('maxRtoMs', opts.maxRtoMs, 6000, 1, 255_000),
-    giveUpMs: intIn('giveUpMs', opts.giveUpMs, 30_000, 1, 3_600_000),
-  };
-  intIn('port', opts.port, 0, 0, 65535);
-  const root = await realpath(opts.root).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`tftp: served directory ${opts.root} is not usable: ${err.code ?? err.message}`);
-  });
-  if (!(await stat(root)).isDirectory()) throw new Error(`tftp: served directory ${opts.root} is not a directory`);
-  for (const r of opts.symlinkRoots ?? []) {
-    t.symlinkRoots.push(await realpath(r).catch(() => { throw new Error(`tftp: symlink root ${r} does not exist`); }));
+  private constructor(
+    private readonly cfg: ServerConfig,
+    private readonly listen: Socket,
+    private readonly logger: Logger,
+    private readonly report: TransferReporter,
+    private readonly refusals: RefusalReporter,
+  ) {
+    this.table = new TransferTable(cfg);
+    const a = listen.address();
+    this.bound = { address: a.address, port: a.port };
   }
 
-  const { logger } = opts;
-  const host = opts.host;
-  const type: SocketType = isIPv6(host) ? 'udp6' : 'udp4';
-  const listen = await bindSocket(type, host, opts.port);
-  /** Keyed by "address|port" of the client TID; a placeholder (null) while the file is being opened. */
-  const transfers = new Map<string, Transfer | null>();
-  const sockets = new Set<Socket>();
-  let closed = false;
-
-  const emit = (ev: TftpTransferEvent): void => {
-    const { outcome } = ev;
-    // EDK2 (OVMF) first asks for tsize alone and aborts with ERROR 8 once it has the OACK: not a problem.
-    const probe = outcome === 'error' && ev.bytes === 0 && /^client error 8:/.test(ev.error ?? '');
-    const level = outcome === 'ok' || probe ? 'info' : 'warn';
-    logger[level]({ event: 'tftp.transfer', ...ev }, `tftp ${outcome} ${ev.file}`);
-    try {
-      opts.onTransfer?.(ev);
-    } catch (err) {
-      logger.error({ event: 'tftp.on_transfer_failed', err: String(err) });
-    }
-  };
-
-  const replyError = (address: string, port: number, code: number, message: string): void => {
-    if (!closed) listen.send(encodeError(code, message), port, address);
-  };
-
-  const refuse = (client: { address: string; port: number }, req: Request | null, file: string, code: number, reason: string): void => {
-    replyError(client.address, client.port, code, reason);
-    const options: Record<string, string> = {};
-    if (req) for (const [k, v] of req.options) options[k] = v.slice(0, 64);
-    emit({ client, file: printable(file), options, bytes: 0, durationMs: 0, retransmits: 0, outcome: 'refused', error: reason });
-  };
-
-  async function handleRead(req: Request, client: { address: string; port: number }, key: string): Promise<void> {
-    const started = performance.now();
-    const file = printable(req.filename);
-    if (req.mode !== 'octet' && req.mode !== 'netascii') {
-      refuse(client, req, file, ERR_ILLEGAL_OP, `unsupported mode ${printable(req.mode)}`);
-      return;
-    }
-    const opened = await openServedFile(root, t.symlinkRoots, req.filename);
-    if (!opened.ok) {
-      refuse(client, req, file, opened.code, opened.reason);
-      return;
-    }
-    const { handle, size } = opened.file;
-    if (size > t.maxFileBytes) {
-      await handle.close();
-      refuse(client, req, file, ERR_ACCESS, 'file too large');
-      return;
-    }
-    const ascii = req.mode === 'netascii' ? toNetascii(await handle.readFile().finally(() => handle.close())) : null;
-    const neg = negotiate(req.options, ascii ? ascii.length : size, { maxBlksize: t.maxBlksize, maxWindowsize: t.maxWindowsize, maxWindowBytes: t.maxWindowBytes });
-    const source: BlockSource = ascii ? new BufferSource(ascii) : new FileSource(handle, size, neg.blksize * neg.windowsize);
-    let sock: Socket | null = null;
-    try {
-      if (closed) throw new Error('server closing');
-      sock = await bindSocket(type, host, 0);
-      sockets.add(sock);
-      await connectSocket(sock, client.address, client.port);
-      if (closed) throw new Error('server closing');
-    } catch (err) {
-      source.close();
-      if (sock) {
-        sockets.delete(sock);
-        sock.close();
-      }
-      refuse(client, req, file, ERR_UNDEFINED, `cannot open transfer socket: ${(err as Error).message}`);
-      return;
-    }
-    const tsock = sock;
-    const options: Record<string, string | number> = { mode: req.mode, blksize: neg.blksize, windowsize: neg.windowsize };
-    if (neg.timeoutSec !== null) options['timeout'] = neg.timeoutSec;
-    if (req.options.has('tsize')) options['tsize'] = source.size;
-    const maxRto = neg.timeoutSec !== null ? neg.timeoutSec * 1000 : t.maxRtoMs;
-    const transfer = new Transfer({
-      socket: tsock,
-      source,
-      blksize: neg.blksize,
-      windowsize: neg.windowsize,
-      oack: neg.oack.length > 0 ? encodeOack(neg.oack) : null,
-      rto: { initialMs: Math.min(t.initialRtoMs, maxRto), minMs: Math.min(t.minRtoMs, maxRto), maxMs: maxRto },
-      giveUpMs: t.giveUpMs,
-      onDone: (r: TransferResult) => {
-        transfers.delete(key);
-        sockets.delete(tsock);
-        tsock.close();
-        const ev: TftpTransferEvent = {
-          client, file, options, bytes: r.bytes, retransmits: r.retransmits, outcome: r.outcome,
-          durationMs: Math.round((performance.now() - started) * 10) / 10,
-        };
-        if (r.error !== undefined) ev.error = r.error;
-        emit(ev);
-      },
-    });
-    transfers.set(key, transfer);
-    logger.debug({ event: 'tftp.start', client, file, options });
-    transfer.start();
+  /** Checks the options, binds the listen socket and starts taking requests. */
+  static async start(opts: TftpServerOptions): Promise<TftpServer> {
+    const cfg = await resolveConfig(opts);
+    const listen = await bindSocket(TftpServer.socketType(cfg.host), cfg.host, cfg.port);
+    const server = new TftpServer(
+      cfg, listen, opts.logger, new TransferReporter(opts.logger, opts.onTransfer), new RefusalReporter(opts.logger, opts.onRefused),
+    );
+    listen.on('error', (err: Error) => opts.logger.error({ event: 'tftp.socket_error', err: err.message }));
+    listen.on('message', (msg: Buffer, rinfo: RemoteInfo) => server.receive(msg, { address: rinfo.address, port: rinfo.port }));
+    const addr = server.address();
+    opts.logger.debug({ event: 'tftp.listening', address: addr.address, port: addr.port, root: cfg.root });
+    return server;
   }
 
-  listen.on('error', (err: Error) => logger.error({ event: 'tftp.socket_error', err: err.message }));
-  listen.on('message', (msg: Buffer, rinfo) => {
-    if (closed) return;
-    const client = { address: rinfo.address, port: rinfo.port };
-    if (client.port === 0) return; // cannot answer port 0
+  address(): { address: string; port: number } {
+    return { ...this.bound };
+  }
+
+  /** Aborts every transfer and closes every socket. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Requests still being prepared find the server closed and are refused; they free their own slots.
+    for (const tr of this.table.transfers()) tr.abort('server closing');
+    await Promise.all([this.listen, ...this.sockets].map(closeSocket));
+    this.sockets.clear();
+  }
+
+  private static socketType(host: string): SocketType {
+    return isIPv6(host) ? 'udp6' : 'udp4';
+  }
+
+  /** One datagram on the listen port: a read request starts (or repeats) a transfer; everything else is refused or dropped. */
+  private receive(msg: Buffer, client: Client): void {
+    if (this.closed || client.port === 0) return; // port 0 cannot be answered
     const parsed = parseRequest(msg);
     if (!parsed.ok) {
-      logger.debug({ event: 'tftp.bad_packet', client, bytes: msg.length, reason: parsed.reason });
+      this.logger.debug({ event: 'tftp.bad_packet', client, bytes: msg.length, reason: parsed.reason });
       // Malformed RRQ/WRQ get ERROR 4. Anything else (stray DATA/ACK/ERROR/OACK, unknown opcodes,
       // runts) is dropped: answering tiny junk with larger errors would make us a UDP reflector.
       const op = msg.length >= 4 ? msg.readUInt16BE(0) : -1;
-      if (op === OP_RRQ || op === OP_WRQ) replyError(client.address, client.port, ERR_ILLEGAL_OP, parsed.reason);
+      if (op === OP_RRQ || op === OP_WRQ) this.replyError(client, ERR_ILLEGAL_OP, parsed.reason);
       return;
     }
     const req = parsed.value;
     if (req.opcode === OP_WRQ) {
-      refuse(client, req, req.filename, ERR_ACCESS, 'read-only server: write requests are refused');
+      this.refuse(client, req, ERR_ACCESS, 'read-only server: write requests are refused');
       return;
     }
-    const key = `${client.address}|${client.port}`;
-    const existing = transfers.get(key);
+    const key = TransferTable.key(client);
+    if (!this.admit(req, client, key)) return;
+    this.serveRead(req, client, key)
+      .catch((err: unknown) => {
+        this.logger.error({ event: 'tftp.internal_error', client, err: String(err) });
+        this.replyError(client, ERR_UNDEFINED, 'internal error');
+      })
+      .finally(() => {
+        if (this.table.get(key) === null) this.table.remove(key); // refused or failed before it started
+      });
+  }
+
+  /**
+   * Whether `req` starts a new transfer (its slot is then reserved). A repeat of a request already being
+   * served is answered by that transfer instead. A request beyond a transfer limit is dropped without an
+   * answer: an ERROR would be one more packet aimed at what may be a spoofed address, and a PXE ROM
+   * treats an ERROR as final but retries an unanswered request, which gets in once a slot is free.
+   */
+  private admit(req: Request, client: Client, key: string): boolean {
+    const existing = this.table.get(key);
     if (existing?.awaitingFinalAck) {
       // The client has the whole file (only its last ACK got lost) and reuses its port for a new
       // request: end the old transfer instead of making the new one wait for its give-up timer.
       existing.abort('final ACK lost; the client sent a new request from the same port');
-    } else if (transfers.has(key)) {
+    } else if (this.table.has(key)) {
       existing?.onRepeatedRequest(); // a retransmitted RRQ: our first reply was lost
+      return false;
+    }
+    const clientTransfers = this.table.countFor(client.address);
+    const transfers = this.table.size;
+    const limit = this.table.reserve(key, client.address);
+    if (limit === null) return true;
+    this.refusals.refused({ client, file: printable(req.filename), reason: limit, clientTransfers, transfers });
+    return false;
+  }
+
+  /** Opens the file and a transfer socket, then starts the transfer; refuses the request when either fails. */
+  private async serveRead(req: Request, client: Client, key: string): Promise<void> {
+    const started = performance.now();
+    const prepared = await prepareRead(req, this.cfg);
+    if (!prepared.ok) {
+      this.refuse(client, req, prepared.code, prepared.reason);
       return;
     }
-    if (transfers.size >= t.maxTransfers) {
-      refuse(client, req, req.filename, ERR_UNDEFINED, 'server busy');
+    const { read } = prepared;
+    let sock: Socket;
+    try {
+      sock = await this.openTransferSocket(client);
+    } catch (err) {
+      read.source.close();
+      this.refuse(client, req, ERR_UNDEFINED, `cannot open transfer socket: ${(err as Error).message}`);
       return;
     }
-    transfers.set(key, null);
-    handleRead(req, client, key)
-      .catch((err: unknown) => {
-        logger.error({ event: 'tftp.internal_error', client, err: String(err) });
-        replyError(client.address, client.port, ERR_UNDEFINED, 'internal error');
-      })
-      .finally(() => {
-        if (transfers.get(key) === null) transfers.delete(key);
-      });
-  });
+    this.startTransfer(read, sock, client, key, printable(req.filename), started);
+  }
 
-  const addr = listen.address();
-  logger.debug({ event: 'tftp.listening', address: addr.address, port: addr.port, root });
+  /** A socket on the listen address (fresh port) connected to the client's port, so only its packets arrive. */
+  private async openTransferSocket(client: Client): Promise<Socket> {
+    if (this.closed) throw new Error('server closing');
+    const sock = await bindSocket(TftpServer.socketType(this.cfg.host), this.cfg.host, 0);
+    this.sockets.add(sock);
+    try {
+      await connectSocket(sock, client.address, client.port);
+      if (this.closed) throw new Error('server closing');
+      return sock;
+    } catch (err) {
+      this.sockets.delete(sock);
+      sock.close();
+      throw err;
+    }
+  }
 
-  return {
-    address: () => ({ address: addr.address, port: addr.port }),
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      for (const tr of transfers.values()) tr?.abort('server closing');
-      transfers.clear();
-      await Promise.all(
-        [listen, ...sockets].map((s) => new Promise<void>((resolve) => {
-          try {
-            s.close(() => resolve());
-          } catch {
-            resolve();
-          }
-        })),
-      );
-      sockets.clear();
-    },
-  };
+  private startTransfer(read: PreparedRead, sock: Socket, client: Client, key: string, file: string, started: number): void {
+    const transfer = new Transfer({
+      socket: sock,
+      source: read.source,
+      blksize: read.blksize,
+      windowsize: read.windowsize,
+      oack: read.oack,
+      rto: read.rto,
+      giveUpMs: this.cfg.giveUpMs,
+      budget: read.budget,
+      onDone: (r) => this.finishTransfer(r, { sock, client, key, file, options: read.options, started }),
+    });
+    this.table.attach(key, transfer);
+    this.logger.debug({ event: 'tftp.start', client, file, options: read.options });
+    transfer.start();
+  }
+
+  /** A transfer ended (any outcome): free its slot and socket, then report it. */
+  private finishTransfer(
+    r: TransferResult,
+    t: { sock: Socket; client: Client; key: string; file: string; options: Record<string, string | number>; started: number },
+  ): void {
+    this.table.remove(t.key);
+    this.sockets.delete(t.sock);
+    t.sock.close();
+    const ev: TftpTransferEvent = {
+      client: t.client, file: t.file, options: t.options, bytes: r.bytes, retransmits: r.retransmits, sentBytes: r.sentBytes, outcome: r.outcome,
+      durationMs: Math.round((performance.now() - t.started) * 10) / 10,
+    };
+    if (r.error !== undefined) ev.error = r.error;
+    this.report.transfer(ev);
+  }
+
+  private replyError(client: Client, code: number, message: string): void {
+    if (!this.closed) this.listen.send(encodeError(code, message), client.port, client.address);
+  }
+
+  /** Answers with an ERROR and reports the request as a refused transfer. */
+  private refuse(client: Client, req: Request, code: number, reason: string): void {
+    this.replyError(client, code, reason);
+    const options: Record<string, string> = {};
+    for (const [k, v] of req.options) options[k] = v.slice(0, 64);
+    this.report.transfer({ client, file: printable(req.filename), options, bytes: 0, durationMs: 0, retransmits: 0, sentBytes: 0, outcome: 'refused', error: reason });
+  }
+}
+
+export function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
+  return TftpServer.start(opts);
 }

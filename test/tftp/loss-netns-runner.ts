@@ -54,12 +54,17 @@ const tmp = await tempDir('ramboot-tftp-netns-');
 try {
   const { root, out, want } = await makeLossFiles(tmp.dir);
   let retransmits = 0;
+  let worst = 0;
   const server = await startTftpServer({
-    host: '127.0.0.1', port: 0, root, logger: silentLogger(), onTransfer: (e) => (retransmits += e.retransmits),
+    host: '127.0.0.1', port: 0, root, logger: silentLogger(),
+    onTransfer: (e) => {
+      retransmits += e.retransmits;
+      if (e.outcome === 'ok' && e.bytes > 0) worst = Math.max(worst, (e.sentBytes - e.bytes) / e.bytes);
+    },
   });
   const results = await runCells('127.0.0.1', server.address().port, LOSS_CELLS, want, out, 120_000, true);
   await server.close();
-  process.stdout.write(`${JSON.stringify({ impairment, results, counters: await counters(), retransmits })}\n`);
+  process.stdout.write(`${JSON.stringify({ impairment, results, counters: await counters(), retransmits, worstResendRatio: worst.toFixed(2) })}\n`);
 } finally {
   await tmp.cleanup();
 }
