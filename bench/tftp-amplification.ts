@@ -9,13 +9,14 @@
  * traffic; the server runs in this process. The options used here exist since finding 5 was fixed; to
  * measure an older server, drop them.
  */
+import { makeTempDir } from '../test/lib/temp-dir.js';
 import { createSocket, type Socket } from 'node:dgram';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { silentLogger } from '../common/log.js';
 import { startTftpServer, type TftpServerOptions, type TftpTransferEvent } from '../server/tftp/server.js';
-import { tempDir } from '../test/tftp/support.js';
+import {  } from '../test/tftp/support.js';
 
 const N = Number(process.argv[2] ?? 260);
 const FILE = 'undionly.kpxe'; // 13 characters: "\0\x01undionly.kpxe\0octet\0" is the 22-byte RRQ of the finding
@@ -126,7 +127,7 @@ async function measure(label: string, opts: Record<string, string>, root: string
   };
 }
 
-const tmp = await tempDir('ramboot-tftp-amp-');
+const tmp = await makeTempDir('tftp-amp');
 try {
   const root = join(tmp.dir, 'root');
   await (await import('node:fs/promises')).mkdir(root);

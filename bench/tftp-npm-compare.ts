@@ -4,11 +4,12 @@
  * at blksize 8192 x windowsize 16 against npm `tftp` 0.1.2's server (denyPUT, error listener attached,
  * i.e. configured as safely as it allows) and against ramboot's server, and prints both.
  */
+import { makeTempDir } from '../test/lib/temp-dir.js';
 import { createRequire } from 'node:module';
 import { silentLogger } from '../common/log.js';
 import { startTftpServer } from '../server/tftp/server.js';
 import { ImpairRelay } from '../test/tftp/impair-relay.js';
-import { LOSS_CELLS, makeLossFiles, makeRandomFile, runCells, tempDir } from '../test/tftp/support.js';
+import { LOSS_CELLS, makeLossFiles, makeRandomFile, runCells } from '../test/tftp/support.js';
 
 interface NpmTftpServer {
   on(ev: 'error' | 'listening', fn: (e?: Error) => void): NpmTftpServer;
@@ -29,7 +30,7 @@ async function npmServer(root: string, port: number): Promise<{ close(): void; e
   return { close: () => s.close(), errors };
 }
 
-const tmp = await tempDir('ramboot-tftp-npm-');
+const tmp = await makeTempDir('tftp-npm');
 const { root, out, want } = await makeLossFiles(tmp.dir);
 want['big.bin'] = (await makeRandomFile(root, 'big.bin', 100 * 1024 * 1024)).sha256;
 const uncaught: string[] = [];

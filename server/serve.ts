@@ -17,6 +17,7 @@ import { macForIPv4 } from './net/neighbours.js';
 import { Registry } from './machines/registry.js';
 import { loadApiToken, loadSessionSecret } from './secrets.js';
 import { FileStore } from './store/file-store.js';
+import { isSizeProbe } from './tftp/events.js';
 import { startTftpServer, type TftpServer, type TftpTransferEvent } from './tftp/server.js';
 
 export class StartupError extends Error {
@@ -157,8 +158,4 @@ async function recordTftp(registry: Registry, ev: TftpTransferEvent): Promise<vo
       : `TFTP ${ev.file}: ${ev.outcome}${ev.error ? ` (${ev.error})` : ''}, ${ev.bytes} bytes in ${ev.durationMs} ms`,
     data: { ...ev },
   });
-}
-
-function isSizeProbe(ev: TftpTransferEvent): boolean {
-  return ev.outcome === 'error' && ev.bytes === 0 && /^client error 8:/.test(ev.error ?? '');
 }

@@ -8,12 +8,20 @@ import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger } from '../../common/log.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions, type TftpTransferEvent } from './server.js';
-import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS } from '../../test/tftp/support.js';
+import {
+  clientArgv,
+  makeRandomFile,
+  runClient,
+  sha256File,
+  CLIENT_TOOLS,
+} from '../../test/tftp/support.js';
 import { prng } from '../../test/tftp/impair-relay.js';
 import { ack, errCode, opcode, Peer, rrq } from '../../test/tftp/peer.js';
+import { makeTempDir } from '../../test/lib/temp-dir.js';
+import { needExecutables } from '../../test/lib/requirements.js';
 
 async function setup(t: Pick<Test, 'teardown'>, extra: Partial<TftpServerOptions> = {}, host = '127.0.0.1') {
-  const tmp = await tempDir('ramboot-tftp-hostile-');
+  const tmp = await makeTempDir('tftp-hostile');
   t.teardown(tmp.cleanup);
   const root = join(tmp.dir, 'root');
   await mkdir(join(root, 'sub'), { recursive: true });

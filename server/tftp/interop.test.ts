@@ -7,20 +7,19 @@ import t from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger } from '../../common/log.js';
-import { requirements } from '../../test/lib/requirements.js';
+import { needExecutables, requirements } from '../../test/lib/requirements.js';
 import { startTftpServer, type TftpTransferEvent } from './server.js';
 import {
   CLIENT_TOOLS,
   clientArgv,
   makeRandomFile,
-  needExecutables,
   runClient,
   sha256File,
-  tempDir,
   type ClientName,
   type Fetch,
   type Fixture,
 } from '../../test/tftp/support.js';
+import { makeTempDir } from '../../test/lib/temp-dir.js';
 
 const BIG = 100 * 1024 * 1024;
 const IPXE_FILES = ['undionly.kpxe', 'snponly.efi', 'ipxe.efi'];
@@ -28,7 +27,7 @@ const IPXE_FILES = ['undionly.kpxe', 'snponly.efi', 'ipxe.efi'];
 t.test('real clients fetch the right bytes', async (t) => {
   if (!needExecutables(t, Object.values(CLIENT_TOOLS))) return;
   if (!requirements(t, ['ipxe'])) return;
-  const tmp = await tempDir('ramboot-tftp-interop-');
+  const tmp = await makeTempDir('tftp-interop');
   t.teardown(tmp.cleanup);
   const served = join(tmp.dir, 'root');
   const out = join(tmp.dir, 'out');

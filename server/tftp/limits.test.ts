@@ -10,15 +10,24 @@ import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { silentLogger } from '../../common/log.js';
 import { startTftpServer, type TftpRefusedEvent, type TftpServerOptions, type TftpTransferEvent } from './server.js';
-import { clientArgv, makeRandomFile, needExecutables, runClient, sha256File, tempDir, CLIENT_TOOLS, type ClientName } from '../../test/tftp/support.js';
+import {
+  clientArgv,
+  makeRandomFile,
+  runClient,
+  sha256File,
+  CLIENT_TOOLS,
+  type ClientName,
+} from '../../test/tftp/support.js';
 import { ack, errCode, opcode, Peer, rrq, waitFor } from '../../test/tftp/peer.js';
 import { RESEND_FILE_FACTOR, RESEND_WINDOWS } from './read-request.js';
 import { TransferTable } from './transfer-table.js';
+import { makeTempDir } from '../../test/lib/temp-dir.js';
+import { needExecutables } from '../../test/lib/requirements.js';
 
 const FILE_BYTES = 256 * 1024 + 17;
 
 async function setup(t: Pick<Test, 'teardown'>, extra: Partial<TftpServerOptions> = {}) {
-  const tmp = await tempDir('ramboot-tftp-limits-');
+  const tmp = await makeTempDir('tftp-limits');
   t.teardown(tmp.cleanup);
   const root = join(tmp.dir, 'root');
   const out = join(tmp.dir, 'out');

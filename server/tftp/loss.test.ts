@@ -10,10 +10,17 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../common/log.js';
-import { requirements } from '../../test/lib/requirements.js';
+import { needExecutables, requirements } from '../../test/lib/requirements.js';
 import { startTftpServer, type TftpTransferEvent } from './server.js';
 import { ImpairRelay } from '../../test/tftp/impair-relay.js';
-import { CLIENT_TOOLS, LOSS_CELLS, makeLossFiles, needExecutables, runCells, tempDir, type CellResult } from '../../test/tftp/support.js';
+import {
+  CLIENT_TOOLS,
+  LOSS_CELLS,
+  makeLossFiles,
+  runCells,
+  type CellResult,
+} from '../../test/tftp/support.js';
+import { makeTempDir } from '../../test/lib/temp-dir.js';
 
 const CLIENTS = Object.values(CLIENT_TOOLS);
 /** The largest (bytes sent - file size) / file size over the ok transfers: what loss cost in resends. */
@@ -25,7 +32,7 @@ const retried = (r: CellResult): string => (r.attempts > 1 ? `, attempt ${r.atte
 
 t.test('userspace relay: 5% loss, 5% duplication, 10% reordering each way', async (t) => {
   if (!needExecutables(t, CLIENTS)) return;
-  const tmp = await tempDir('ramboot-tftp-loss-');
+  const tmp = await makeTempDir('tftp-loss');
   t.teardown(tmp.cleanup);
   const { root, out, want } = await makeLossFiles(tmp.dir);
   const events: TftpTransferEvent[] = [];

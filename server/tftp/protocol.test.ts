@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { negotiate } from './options.js';
 import { encodeError, encodeOack, parseAck, parseError, parseRequest } from './packet.js';
 import { checkName, openServedFile, toNetascii } from './resolve.js';
-import { tempDir } from '../../test/tftp/support.js';
+import {  } from '../../test/tftp/support.js';
+import { makeTempDir } from '../../test/lib/temp-dir.js';
 
 const LIMITS = { maxBlksize: 65464, maxWindowsize: 64, maxWindowBytes: 65536 };
 const req = (...parts: string[]): Buffer => Buffer.concat([Buffer.from([0, 1]), ...parts.map((p) => Buffer.from(`${p}\0`, 'latin1'))]);
@@ -59,7 +60,7 @@ t.test('checkName refuses anything that could leave the root', async (t) => {
 });
 
 t.test('openServedFile', async (t) => {
-  const tmp = await tempDir('ramboot-tftp-resolve-');
+  const tmp = await makeTempDir('tftp-resolve');
   t.teardown(tmp.cleanup);
   const root = join(tmp.dir, 'root');
   await mkdir(join(root, 'd'), { recursive: true });

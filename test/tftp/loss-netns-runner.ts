@@ -3,14 +3,13 @@
  * --kill-child`): impairs loopback, serves the loss fixtures, runs the loss cells, prints one JSON line.
  * Not a test on its own.
  */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { silentLogger } from '../../common/log.js';
+import { runOk } from '../../common/run.js';
+import { makeTempDir } from '../lib/temp-dir.js';
 import { startTftpServer } from '../../server/tftp/server.js';
-import { LOSS_CELLS, makeLossFiles, runCells, tempDir } from './support.js';
+import { LOSS_CELLS, makeLossFiles, runCells } from './support.js';
 
-const run = promisify(execFile);
 
 /**
  * Refuses to touch loopback outside a fresh network namespace: run directly (say, by a test runner
@@ -26,31 +25,31 @@ async function assertFreshNetns(): Promise<void> {
 
 async function impair(): Promise<string> {
   await assertFreshNetns();
-  await run('ip', ['link', 'set', 'lo', 'up']);
+  await runOk('ip', ['link', 'set', 'lo', 'up']);
   try {
-    await run('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'loss', '5%', 'duplicate', '5%', 'reorder', '10%', 'delay', '1ms']);
+    await runOk('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'loss', '5%', 'duplicate', '5%', 'reorder', '10%', 'delay', '1ms']);
     return 'tc netem loss 5% duplicate 5% reorder 10% delay 1ms';
   } catch {
     // This kernel has no sch_netem (CONFIG_NET_SCH_NETEM unset): netfilter does loss and duplication.
-    await run('iptables', ['-A', 'INPUT', '-i', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP']);
-    await run('iptables', ['-t', 'mangle', '-A', 'OUTPUT', '-o', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'TEE', '--gateway', '127.0.0.1']);
+    await runOk('iptables', ['-A', 'INPUT', '-i', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP']);
+    await runOk('iptables', ['-t', 'mangle', '-A', 'OUTPUT', '-o', 'lo', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'TEE', '--gateway', '127.0.0.1']);
     return 'iptables: 5% of UDP dropped on input, 5% duplicated (TEE) on output (no netem in this kernel)';
   }
 }
 
 async function counters(): Promise<string> {
   try {
-    const a = await run('iptables', ['-L', 'INPUT', '-n', '-v', '-x']);
-    const b = await run('iptables', ['-t', 'mangle', '-L', 'OUTPUT', '-n', '-v', '-x']);
+    const a = await runOk('iptables', ['-L', 'INPUT', '-n', '-v', '-x']);
+    const b = await runOk('iptables', ['-t', 'mangle', '-L', 'OUTPUT', '-n', '-v', '-x']);
     return (a.stdout + b.stdout).split('\n').filter((l) => /DROP|TEE/.test(l)).map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
   } catch {
-    const q = await run('tc', ['-s', 'qdisc', 'show', 'dev', 'lo']);
+    const q = await runOk('tc', ['-s', 'qdisc', 'show', 'dev', 'lo']);
     return q.stdout.replace(/\s+/g, ' ');
   }
 }
 
 const impairment = await impair();
-const tmp = await tempDir('ramboot-tftp-netns-');
+const tmp = await makeTempDir('tftp-netns');
 try {
   const { root, out, want } = await makeLossFiles(tmp.dir);
   let retransmits = 0;

@@ -41,11 +41,6 @@ export function sha256File(path: string): Promise<string> {
   });
 }
 
-export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
-
 export interface ClientRun {
   code: number | null;
   stdout: string;
@@ -109,18 +104,6 @@ export const CLIENT_TOOLS: Record<ClientName, { exe: string; pkg: string }> = {
 };
 
 /** Like test/lib/requirements for executables: skip loudly outside CI, fail under CI=true. */
-export function needExecutables(t: RequirementTest, tools: ReadonlyArray<{ exe: string; pkg: string }>): boolean {
-  const missing = tools.filter((x) => !findExecutable(x.exe)).map((x) => `${x.exe} (Debian package ${x.pkg})`);
-  if (missing.length === 0) return true;
-  const reason = `missing executables: ${missing.join(', ')}`;
-  if (isCI()) t.fail(`missing test requirement under CI=true: ${reason}`);
-  else {
-    t.comment(`!!!!! SKIPPING: ${reason}`);
-    t.pass(reason, { skip: reason });
-  }
-  return false;
-}
-
 export interface Cell {
   client: ClientName;
   remote: string;
