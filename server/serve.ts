@@ -85,7 +85,8 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
     const app = createApp({ registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
-    const server = createServer(app);
+    // the header and request timeouts are enforced on this tick (Node's default: 30 s)
+    const server = createServer({ connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs) }, app);
     server.keepAliveTimeout = 10_000;
     // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.
     server.requestTimeout = config.http.requestTimeoutMs;
