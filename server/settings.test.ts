@@ -17,6 +17,7 @@ t.test('each setting is read from its flag and from its environment variable, fl
     dataDir: ['/srv/x', '/srv/x'], httpListen: ['127.0.0.1:81', { host: '127.0.0.1', port: 81 }], publicUrl: ['http://h:1', 'http://h:1'],
     apiTokenFile: ['/srv/tok', '/srv/tok'], tftpListen: ['127.0.0.1:69', { host: '127.0.0.1', port: 69 }], ipxeDir: ['/srv/ipxe', '/srv/ipxe'],
     unknownBoot: ['ramboot', 'ramboot'], sessionTtl: ['600', 600], logLevel: ['debug', 'debug'],
+    metricsListen: ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }],
   };
   const get = (c: object, path: readonly string[]) => path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
   for (const s of SETTINGS) {

@@ -35,6 +35,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--ipxe-dir <dir>', option: 'ipxeDir', env: 'RAMBOOT_IPXE_DIR', path: ['tftp', 'ipxeDir'], help: 'directory of iPXE binaries served over TFTP', default: '/usr/lib/ipxe' },
   { flag: '--unknown-boot <mode>', option: 'unknownBoot', env: 'RAMBOOT_UNKNOWN_BOOT', path: ['unknownMachines', 'boot'], help: 'what unregistered machines boot: local | ramboot', default: 'local' },
   { flag: '--session-ttl <seconds>', option: 'sessionTtl', env: 'RAMBOOT_SESSION_TTL', path: ['sessionTtlSeconds'], kind: 'int', what: 'session TTL', help: 'lifetime of a boot session token', default: '3600' },
+  { flag: '--metrics-listen <addr:port>', option: 'metricsListen', env: 'RAMBOOT_METRICS_LISTEN', path: ['metricsListen'], help: 'also serve GET /metrics here, without the admin token', default: 'off (GET /metrics on the HTTP port, with the token)' },
   { flag: '--log-level <level>', option: 'logLevel', env: 'RAMBOOT_LOG_LEVEL', path: ['logLevel'], help: 'fatal|error|warn|info|debug|trace', default: 'info' },
 ];
 
