@@ -15,5 +15,4 @@ apt-get install -y -q --no-install-recommends \
   openssh-client nginx-light \
   util-linux fdisk e2fsprogs parted \
   shellcheck
-# ops: headless browser for the admin page test (test/web-ui.test.ts, driven by playwright-core)
-apt-get install -y -q --no-install-recommends chromium
+apt-get install -y -q --no-install-recommends chromium # ops: headless browser for the admin page test (test/web-ui.test.ts)
