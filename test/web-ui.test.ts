@@ -2,6 +2,8 @@ import t, { type Test } from 'tap';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { EventName } from '../common/event-names.js';
+import type { Mac } from '../common/mac.js';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startTestServer, writeFakeImage, type TestServer } from './lib/in-process-server.js';
 import { REPO_ROOT } from './lib/paths.js';
@@ -109,6 +111,11 @@ t.test('sign in, register, watch a boot live, switch to local, copy known_hosts'
   await page.waitForFunction(`document.querySelector('tr[data-mac="${MAC}"] progress')?.getAttribute('value') === '100'`);
   // once flipped to local by the phone-home, shown without a reload
   await row(page, MAC).locator('button[data-mode="local"][aria-pressed="true"]').waitFor();
+
+  // a deploy reporting its percent moves the bar (deploy.progress is recorded by the deploy work)
+  await s.rb.registry.event(MAC as Mac, { event: 'deploy.progress' as EventName, level: 'info', message: 'writing disk', data: { percent: 40 } });
+  await page.waitForFunction(`document.querySelector('tr[data-mac="${MAC}"] progress')?.getAttribute('value') === '40'`);
+  await row(page, MAC).getByText('deploying: writing disk').waitFor();
 
   // known_hosts: shown and copied
   const knownHosts = `127.0.0.1,sim.example.com ${SIM_HOST_KEY.split(' ').slice(0, 2).join(' ')}\n`;
