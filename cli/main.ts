@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerServeCommand } from './serve-command.js';
 import { registerBuildCommand } from './build-command.js';
+import { registerMachinesCommand } from './machines-command.js';
 
 const program = new Command();
 program
@@ -10,5 +11,6 @@ program
 
 registerServeCommand(program);
 registerBuildCommand(program);
+registerMachinesCommand(program);
 
 await program.parseAsync(process.argv);

@@ -15,3 +15,4 @@ apt-get install -y -q --no-install-recommends \
   openssh-client nginx-light \
   util-linux fdisk e2fsprogs parted \
   shellcheck
+apt-get install -y -q --no-install-recommends chromium # ops: headless browser for the admin page test (test/web-ui.test.ts)

@@ -80,6 +80,8 @@ export const configSchema = z.strictObject({
       maxDiscovered: z.number().int().min(0).default(10000),
     })
     .default({ boot: 'local', image: 'default', sshKeys: [], maxDiscovered: 10000 }),
+  /** A second listener for GET /metrics without the admin token (for a Prometheus on a trusted network). */
+  metricsListen: listen('metricsListen').optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

@@ -1,4 +1,5 @@
 import { mkdir, stat } from 'node:fs/promises';
+import express from 'express';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -10,7 +11,11 @@ import { cmdlineProblem } from './boot/ipxe-scripts.js';
 import { PolicyBooter } from './boot/policy-booter.js';
 import { RenderCache } from './boot/render-cache.js';
 import { SessionMinter } from './boot/sessions.js';
+import { EventBus } from './events/event-bus.js';
 import { FileEventLog } from './events/event-log.js';
+import { metricsRouter } from './http/metrics-route.js';
+import { MeteredBooter } from './metrics/metered-booter.js';
+import { Metrics } from './metrics/metrics.js';
 import { createApp } from './http/app.js';
 import { ImageStore } from './images/image-store.js';
 import { macForIPv4 } from './net/neighbours.js';
@@ -33,13 +38,25 @@ export interface Ramboot {
   apiTokenGenerated: boolean;
   tftp?: { address: string; port: number };
   registry: Registry;
+  /** Live timeline events (what GET /api/v1/events/stream sends). */
+  bus: EventBus;
+  metrics: Metrics;
+  /** Where the token-less metrics listener is (--metrics-listen), when set. */
+  metricsUrl?: string;
   close(): Promise<void>;
 }
 
-function listenHttp(server: Server, host: string, port: number): Promise<AddressInfo> {
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+function listenHttp(server: Server, host: string, port: number, what = 'HTTP'): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
-      reject(new StartupError(`cannot listen on ${host}:${port} for HTTP: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need root)' : e.message}`));
+      reject(new StartupError(`cannot listen on ${host}:${port} for ${what}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need root)' : e.message}`));
     };
     server.once('error', onError);
     server.listen(port, host, () => {
@@ -80,11 +97,18 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered, {
       cmdline: (mac, image, kernelArgs) => cmdlineProblem(image, { mac, publicUrl, kernelArgs }),
     });
-    const booter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
+    const metrics = new Metrics(() => registry.list());
+    const bus = new EventBus();
+    registry.onEvent((mac, ev) => {
+      metrics.timelineEvent(mac, ev);
+      bus.publish(mac, ev);
+    });
+    const policyBooter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
-    const app = createApp({ registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
+    const booter = new MeteredBooter(policyBooter, metrics);
+    const app = createApp({ metrics, bus, registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     // the header and request timeouts are enforced on this tick (Node's default: 30 s)
     const server = createServer({ connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs) }, app);
     server.keepAliveTimeout = 10_000;
@@ -119,12 +143,28 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
           root: dir,
           logger,
           symlinkRoots: ['/boot', '/usr/lib/ipxe'],
-          onTransfer: (ev) => void recordTftp(registry, ev),
+          onTransfer: (ev) => {
+            metrics.tftp(ev);
+            void recordTftp(registry, ev);
+          },
         });
       } catch (e) {
         throw new StartupError(`cannot start TFTP on ${config.tftp.listen.host}:${config.tftp.listen.port}: ${(e as Error).message} (use --tftp-listen ADDR:PORT or --no-tftp)`);
       }
       cleanups.push(() => tftp?.close());
+    }
+    let metricsUrl: string | undefined;
+    if (config.metricsListen) {
+      // its own listener: GET /metrics without the admin token, nothing else
+      const mapp = express();
+      mapp.disable('x-powered-by');
+      mapp.use(metricsRouter(metrics));
+      mapp.use((_req, res) => void res.status(404).type('text/plain').send('only /metrics here\n'));
+      const mserver = createServer(mapp);
+      const maddr = await listenHttp(mserver, config.metricsListen.host, config.metricsListen.port, 'metrics');
+      cleanups.push(() => closeServer(mserver));
+      metricsUrl = `http://${maddr.family === 'IPv6' ? `[${maddr.address}]` : maddr.address}:${maddr.port}`;
+      logger.info({ event: 'metrics.listening', url: metricsUrl }, `metrics on ${metricsUrl}/metrics (no token)`);
     }
     logger.info({ event: 'http.listening', url: httpUrl, port: addr.port, publicUrl, dataDir }, `HTTP on ${httpUrl}, machines boot from ${publicUrl}/boot.ipxe`);
     if (tftp) {
@@ -139,6 +179,9 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
       apiTokenGenerated: token.generated,
       tftp: tftp?.address(),
       registry,
+      bus,
+      metrics,
+      ...(metricsUrl ? { metricsUrl } : {}),
       close: closeAll,
     };
   } catch (e) {

@@ -18,6 +18,7 @@ t.test('each setting is read from its flag and from its environment variable, fl
     apiTokenFile: ['/srv/tok', '/srv/tok'], tftpListen: ['127.0.0.1:69', { host: '127.0.0.1', port: 69 }], ipxeDir: ['/srv/ipxe', '/srv/ipxe'],
     unknownBoot: ['ramboot', 'ramboot'], sessionTtl: ['600', 600], logLevel: ['debug', 'debug'],
     httpMaxConnections: ['100', 100], httpHeadersTimeout: ['5000', 5000], httpRequestTimeout: ['9000', 9000],
+    metricsListen: ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }],
   };
   const get = (c: object, path: readonly string[]) => path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
   for (const s of SETTINGS) {

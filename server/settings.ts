@@ -38,6 +38,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--http-max-connections <n>', option: 'httpMaxConnections', env: 'RAMBOOT_HTTP_MAX_CONNECTIONS', path: ['http', 'maxConnections'], kind: 'int', what: 'HTTP connection cap', help: 'open HTTP connections at most (more are closed at once)', default: '4096' },
   { flag: '--http-headers-timeout <ms>', option: 'httpHeadersTimeout', env: 'RAMBOOT_HTTP_HEADERS_TIMEOUT', path: ['http', 'headersTimeoutMs'], kind: 'int', what: 'HTTP headers timeout', help: 'time a client has to send its request headers, ms', default: '30000' },
   { flag: '--http-request-timeout <ms>', option: 'httpRequestTimeout', env: 'RAMBOOT_HTTP_REQUEST_TIMEOUT', path: ['http', 'requestTimeoutMs'], kind: 'int', what: 'HTTP request timeout', help: 'time a client has to send a whole request (uploads excepted), ms', default: '60000' },
+  { flag: '--metrics-listen <addr:port>', option: 'metricsListen', env: 'RAMBOOT_METRICS_LISTEN', path: ['metricsListen'], help: 'also serve GET /metrics here, without the admin token', default: 'off (GET /metrics on the HTTP port, with the token)' },
   { flag: '--log-level <level>', option: 'logLevel', env: 'RAMBOOT_LOG_LEVEL', path: ['logLevel'], help: 'fatal|error|warn|info|debug|trace', default: 'info' },
 ];
 

@@ -3,7 +3,13 @@ import type { Logger } from '../../common/log.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { Registry } from '../machines/registry.js';
 import { macForIPv4 } from '../net/neighbours.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { adminRouter } from './admin-api.js';
+import { requireToken } from './auth.js';
+import { eventStreamRouter } from './events-stream.js';
+import { metricsRouter } from './metrics-route.js';
+import { uiRouter } from './ui-route.js';
 import { errorHandler } from './error-handler.js';
 import { imagesRouter } from './images-route.js';
 import { ipxeRouter, type IpxeRoutesDeps } from './ipxe-routes.js';
@@ -15,6 +21,12 @@ export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps 
   images: ImageStore;
   registry: Registry;
   logger: Logger;
+  /** Prometheus metrics: counted for every request, served at GET /metrics (admin token). */
+  metrics?: Metrics;
+  /** Live timeline events for GET /api/v1/events/stream. */
+  bus?: EventBus;
+  /** SSE heartbeat period (tests shorten it). */
+  sseHeartbeatMs?: number;
 }
 
 /** The HTTP server's routes: admin API (token), iPXE scripts, NoCloud seeds, image files. */
@@ -24,12 +36,17 @@ export function createApp(d: AppDeps): Express {
   app.set('etag', false);
   app.set('trust proxy', false);
   app.use(requestLog(d.logger));
+  if (d.metrics) app.use(d.metrics.http());
+  app.use(uiRouter());
+  if (d.metrics) app.use(metricsRouter(d.metrics, requireToken(d.apiToken)));
+  if (d.bus) app.use(eventStreamRouter(d.bus, requireToken(d.apiToken), d.sseHeartbeatMs ? { heartbeatMs: d.sseHeartbeatMs } : {}));
   app.use(adminRouter(d.registry, d.apiToken));
   app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev) }));
   app.use(seedRouter(d));
   app.use(
     imagesRouter(d.images, d.logger, async (sent) => {
       // image requests carry no MAC; the neighbour table knows it when the client is on our link
+      d.metrics?.imageSent(sent.image, sent.file, sent.bytes);
       const mac = await macForIPv4(sent.client);
       d.logger.info({ event: 'images.sent', ...sent, ...(mac ? { mac } : {}) }, `sent ${sent.image}/${sent.file} to ${mac ?? sent.client}`);
       if (mac) await d.registry.bootEvent(mac, { event: 'image.fetch', level: 'info', message: `fetched ${sent.image}/${sent.file} (${sent.status}) in ${sent.ms} ms`, data: { ...sent } });

@@ -16,6 +16,8 @@ export interface ImageSent {
   client: string;
   status: number;
   range: string | undefined;
+  /** Bytes of the file read for this response (the whole file, or the range asked for). */
+  bytes: number;
 }
 
 /**
@@ -68,8 +70,11 @@ export function imagesRouter(images: ImageStore, logger: Logger, onSent: (s: Ima
         res.status(err.status).end();
       } else next(err);
     });
+    let bytes = 0;
+    // send hands over the file's read stream: its chunks are what went out (metrics, progress)
+    stream.on('stream', (fileStream: NodeJS.ReadableStream) => fileStream.on('data', (c: Buffer) => (bytes += c.length)));
     stream.on('end', () => {
-      void onSent({ image: name, file, ms: Date.now() - started, client: req.ip ?? '', status: res.statusCode, range: req.get('range') });
+      void onSent({ image: name, file, ms: Date.now() - started, client: req.ip ?? '', status: res.statusCode, range: req.get('range'), bytes });
     });
     stream.pipe(res);
   });

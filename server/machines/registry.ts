@@ -33,6 +33,8 @@ export class Registry {
    * machine's events nor leaves a timeline behind for a deleted one.
    */
   private readonly timelineLock = new KeyedMutex();
+  /** Told of every event once it is recorded (live event stream, metrics). */
+  private readonly eventListeners = new Set<(mac: Mac, ev: MachineEvent) => void>();
 
   constructor(
     private readonly store: MachineStore,
@@ -94,14 +96,31 @@ export class Registry {
     await this.event(mac, dropped > 0 ? { ...ev, data: { ...ev.data, eventsDroppedBefore: dropped } } : ev);
   }
 
+  /** Subscribe to every timeline event as it is recorded (in recording order); returns unsubscribe. */
+  onEvent(listener: (mac: Mac, ev: MachineEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
+  }
+
   /** Append to a machine's timeline. Only machines in the registry have one (no files for strangers' MACs). */
   async event(mac: Mac, ev: NewEvent): Promise<void> {
     await this.timelineLock.run(mac, async () => {
       if (!this.store.has(mac)) return;
+      // the time is fixed here so the stored event and the published one are the same
+      const full: NewEvent & { time: string } = { ...ev, time: ev.time ?? new Date().toISOString() };
       try {
-        await this.events.append(mac, ev);
+        await this.events.append(mac, full);
       } catch (e) {
         this.logger.error({ event: 'events.append-failed', mac, err: e }, 'could not record a machine event');
+        return;
+      }
+      const published: MachineEvent = { time: full.time, event: full.event, level: full.level, message: full.message, ...(full.data ? { data: full.data } : {}) };
+      for (const l of this.eventListeners) {
+        try {
+          l(mac, published);
+        } catch (e) {
+          this.logger.error({ event: 'events.listener-failed', mac, err: e }, 'an event listener threw');
+        }
       }
     });
   }

@@ -20,7 +20,8 @@ export type Requirement =
   | 'tun'
   | 'apt-get'
   | 'dpkg'
-  | 'ssh-keygen';
+  | 'ssh-keygen'
+  | 'chromium';
 
 /** A tap Test (the top-level `t` or a subtest). */
 export type RequirementTest = Pick<Test, 'comment' | 'pass' | 'fail'>;
@@ -82,6 +83,9 @@ export function checkRequirement(req: Requirement): string | undefined {
       return needExecutable('dpkg', 'dpkg');
     case 'ssh-keygen':
       return needExecutable('ssh-keygen', 'openssh-client');
+    case 'chromium':
+      // Debian's browser, driven by playwright-core (which downloads no browser of its own)
+      return needFile('/usr/bin/chromium', 'chromium');
   }
 }
 

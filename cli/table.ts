@@ -1,0 +1,6 @@
+/** A plain-text table for people: columns padded to their widest cell, two spaces apart. */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(headers), ...rows.map(line)].join('\n');
+}
