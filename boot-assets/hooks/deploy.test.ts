@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
-import { findExecutable, reportMissing } from '../../test/lib/requirements.js';
+import { findExecutable, missingRequirements, reportMissing } from '../../test/lib/requirements.js';
 import { makeTree, read, snapshot, tempDir } from '../../test/lib/test-tree.js';
 
 const HOOKS = hooksDir();
@@ -516,6 +516,90 @@ t.test('deploys against a fake ramboot server (a file stands for the disk)', asy
     t.ok((done?.seconds ?? -1) >= 0);
     t.ok(readFileSync(m.disk).subarray(0, big.length).equals(big), 'written');
   });
+});
+
+// ------------------------------------------------------------------------------------------------
+t.test('a real disk (loop device): GPT moved, ext4 root grown, ramboot-fix run with /boot (and /boot/efi) mounted from its fstab', async (t) => {
+  const tools = [...DEPLOY_TOOLS, 'losetup', 'mkfs.ext4', 'dumpe2fs', 'debugfs', 'mformat', 'mcopy', 'blkid', 'findmnt', 'mount', 'umount', 'partprobe'];
+  const missing = [...missingRequirements(['root']), ...tools.filter((x) => findExecutable(x) === undefined).map((x) => `${x} not found on PATH`)];
+  if (missing.length === 0 && spawnSync('losetup', ['-f'], { encoding: 'utf8' }).status !== 0) missing.push('no free loop device (losetup -f failed)');
+  if (!reportMissing(t, missing)) return;
+  const sh = (cmd: string, args: string[]): string => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', env: { PATH }, timeout: 120_000 });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  // The ESP is only named in the fstab when this kernel can mount FAT (the RAM OS's can; a build
+  // host's kernel may not).
+  const vfat = /\tvfat$/m.test(readFileSync('/proc/filesystems', 'utf8'));
+  if (!vfat) t.comment('this kernel has no vfat: /boot/efi is left out of the image\'s fstab');
+  const dir = tempDir(t, 'deploy-loop');
+  // The image: ESP (FAT, serial 5241-4D42), /boot (ext4, named by LABEL= in the fstab) and the
+  // ext4 root. Made without mounting anything: mtools and mke2fs -d at offsets.
+  const img = join(dir, 'image.img');
+  writeFileSync(img, '');
+  sh('truncate', ['-s', '64M', img]);
+  sh('sgdisk', ['-n', '1:2048:+8M', '-t', '1:ef00', '-c', '1:esp', '-n', '2:0:+12M', '-t', '2:8300', '-c', '2:boot', '-n', '3:0:0', '-t', '3:8300', '-c', '3:root', img]);
+  const range = (n: number): [number, number] => {
+    const info = sh('sgdisk', ['-i', String(n), img]);
+    return [Number(/^First sector: (\d+)/m.exec(info)?.[1]), Number(/^Last sector: (\d+)/m.exec(info)?.[1])];
+  };
+  sh('mformat', ['-i', `${img}@@1048576`, '-T', String(8 * 2048), '-h', '64', '-s', '32', '-H', '2048', '-N', '52414d42', '::']);
+  const ext4 = (n: number, uuid: string, label: string, tree: string): void => {
+    const [a, b] = range(n);
+    sh('mkfs.ext4', ['-q', '-F', '-b', '4096', '-U', uuid, '-L', label, '-E', `offset=${a * 512}`, '-d', tree, img, String(Math.floor(((b - a + 1) * 512) / 4096))]);
+  };
+  const bootUuid = '0b3c1a52-7a3c-4d1e-9f00-52414d420002';
+  const rootUuid = '0b3c1a52-7a3c-4d1e-9f00-52414d420001';
+  const bootTree = join(dir, 'bootfs');
+  makeTree(bootTree, { 'vmlinuz-test': 'kernel\n', efi: { dir: true } });
+  ext4(2, bootUuid, 'BOOT', bootTree);
+  const tree = join(dir, 'rootfs');
+  makeTree(tree, {
+    'etc/fstab': `UUID=${rootUuid} / ext4 errors=remount-ro 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\n${vfat ? 'UUID=5241-4D42 /boot/efi vfat umask=0077 0 1\n' : ''}`,
+    'etc/hostname': 'image\n',
+    boot: { dir: true },
+    'lib/systemd/system/serial-getty@.service': '[Unit]\n',
+  });
+  ext4(3, rootUuid, 'root', tree);
+  const image = readFileSync(img);
+  // The target: a 96 MiB loop device with partition scanning, named through a by-id link.
+  const target = join(dir, 'target.img');
+  writeFileSync(target, '');
+  sh('truncate', ['-s', '96M', target]);
+  const loop = sh('losetup', ['-f', '--show', '-P', target]);
+  const name = loop.replace('/dev/', '');
+  const srv = await fakeServer(t);
+  const m = machine(t, srv, 96);
+  t.teardown(() => {
+    // Whatever a failed run left mounted under its state directory, then the loop device.
+    const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '');
+    for (const mp of mounts.filter((x) => x.startsWith(m.dir)).reverse()) spawnSync('umount', ['-l', mp]);
+    spawnSync('losetup', ['-d', loop]);
+  });
+  const devRoot = m.env['RAMBOOT_DEPLOY_ROOT'] ?? '';
+  mkdirSync(join(devRoot, 'dev/disk/by-id'), { recursive: true });
+  symlinkSync(loop, join(devRoot, 'dev', name));
+  symlinkSync(`../../${name}`, join(devRoot, 'dev/disk/by-id/ramboot-test-loop'));
+  writeFileSync(m.env['RAMBOOT_DEPLOY_LSBLK'] ?? '', `NAME="${name}" TYPE="disk" SIZE="${96 * MiB}" RM="0" RO="0" MODEL="" SERIAL="" TRAN=""\n`);
+  srv.artifacts.set('loop.img', image);
+  srv.deploy = { id: 'dep-loop', source: { url: `${srv.seed}artifacts/loop.img`, sha256: sha256(image), size: image.length, format: null }, disk: '/dev/disk/by-id/ramboot-test-loop', after: 'stay', grow: true };
+  const r = await runAgent(m, { RAMBOOT_DEPLOY_FIX: join(HOOKS, '..', 'fixes', 'ramboot-fix') });
+  t.equal(r.code, 0, r.code === 0 ? 'exit 0' : r.stderr);
+  t.equal(srv.statuses[srv.statuses.length - 1]?.state, 'succeeded');
+  t.match(r.stderr, /ramboot-deploy: partition 3 and its ext4 filesystem grown to the end of the disk/);
+  t.match(r.stderr, /ramboot-deploy: fix: ramboot-fix: 30-serial-getty: ok/);
+  t.match(r.stderr, /ramboot-fix done on the root \/dev\/loop\d+p3/);
+  t.match(sh('sgdisk', ['-v', loop]), /No problems found/);
+  const p3 = `${loop}p3`;
+  const blocks = Number(/^Block count:\s+(\d+)/m.exec(sh('dumpe2fs', ['-h', p3]))?.[1]);
+  t.ok(blocks * 4096 > 70 * MiB, `ext4 grown: ${blocks} blocks of 4 KiB (the image's root: 43 MiB)`);
+  const fstab = sh('debugfs', ['-R', 'cat /etc/fstab', p3]);
+  t.match(fstab, new RegExp(`^UUID=${rootUuid} / ext4 errors=remount-ro 0 1$`, 'm'), 'fstab: root');
+  t.match(fstab, new RegExp(`^UUID=${bootUuid} /boot ext4 defaults 0 2$`, 'm'), 'fstab: /boot was mounted during the fix (LABEL= became the UUID of what was mounted)');
+  if (vfat) t.match(fstab, /^UUID=5241-4D42 \/boot\/efi vfat umask=0077 0 1$/m, 'fstab: the ESP, mounted on /boot/efi');
+  t.match(sh('debugfs', ['-R', 'stat /etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service', p3]), /Type: symlink/, 'serial getty enabled by ramboot-fix');
+  t.notOk(readFileSync('/proc/self/mounts', 'utf8').includes(m.dir), 'nothing left mounted');
 });
 
 // ------------------------------------------------------------------------------------------------
