@@ -440,6 +440,12 @@ t.test('deploys against a fake ramboot server (a file stands for the disk)', asy
   });
 
   t.test('failures: stage and reason reported, the machine stays (no reboot)', async (t) => {
+    const dir = tempDir(t, 'deploy-fail');
+    const raw = join(dir, 'disk.img');
+    writeFileSync(raw, image);
+    spawnSync('sh', ['-c', 'gzip -c < "$0" > "$0.gz" && zstd -q -k "$0" && qemu-img convert -f raw -O qcow2 "$0" "$0.qcow2" && qemu-img create -q -f qcow2 -b "$0" -F raw "$0.backed.qcow2"', raw], { env: { PATH } });
+    for (const ext of ['gz', 'zst', 'qcow2', 'backed.qcow2']) srv.artifacts.set(`fail.${ext}`, readFileSync(`${raw}.${ext}`));
+    const art = (ext: string) => ({ url: `${srv.seed}artifacts/fail.${ext}`, sha256: sha256(srv.artifacts.get(`fail.${ext}`) ?? Buffer.alloc(0)), size: null, format: null });
     const cases: [string, Record<string, unknown>, Record<string, unknown>, number, string[], RegExp][] = [
       ['sha256 mismatch', {}, { sha256: 'f'.repeat(64) }, 16, [], /^verify: sha256 of the download is [0-9a-f]{64}, expected f{64}$/],
       ['image larger than the disk (known size: nothing written)', {}, {}, 4, [], /^select-disk: the image \(8388608 bytes\) is larger than .*vdb \(4194304 bytes\)$/],
@@ -448,6 +454,10 @@ t.test('deploys against a fake ramboot server (a file stands for the disk)', asy
       ['404 artifact', {}, { url: `${srv.seed}artifacts/missing.img` }, 16, [], /^fetch: cannot fetch .*missing\.img: .*404/],
       ['size disagrees', {}, { size: 12345 }, 16, [], /^fetch: the server says 12345 bytes, the artifact has 8388608$/],
       ['bad URL', {}, { url: 'ftp://x/y' }, 16, [], /^fetch: invalid deploy: source\.url must be an absolute http\(s\) URL/],
+      ['gzip larger than the disk (size unknown until written)', {}, art('gz'), 4, [], /^write: the image \(8388608 bytes\) is larger than the disk \(4194304 bytes\)$/],
+      ['zstd larger than the disk (size in the frame header)', {}, art('zst'), 4, [], /^select-disk: the image's first zstd frame \(8388608 bytes\) is larger than/],
+      ['qcow2 larger than the disk (virtual size in the header)', {}, art('qcow2'), 4, [], /^select-disk: the qcow2 image's virtual size \(8388608 bytes\) is larger than/],
+      ['qcow2 with a backing file', {}, art('backed.qcow2'), 16, [], /^verify: qcow2 images with a backing or external data file are refused$/],
     ];
     for (const [what, over, source, diskMiB, extra, re] of cases) {
       srv.statuses.length = 0;
