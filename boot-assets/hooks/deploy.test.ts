@@ -620,7 +620,13 @@ t.test('a real disk (loop device): GPT moved, ext4 root grown, ramboot-fix run w
   srv.artifacts.set('big.img.gz', gz);
   srv.statuses.length = 0;
   srv.deploy = { id: 'dep-loop-2', source: { url: `${srv.seed}artifacts/big.img.gz`, sha256: sha256(gz), size: null, format: null }, disk: '/dev/disk/by-id/ramboot-test-loop', after: 'reboot', grow: true };
+  // What a killed run leaves: a partition of the disk still mounted under the state directory. The
+  // next run unmounts it first (else the disk would be busy).
+  const leftover = join(m.env['RAMBOOT_DEPLOY_STATE'] ?? '', 'mnt');
+  mkdirSync(leftover, { recursive: true });
+  sh('mount', ['-o', 'ro', `${loop}p2`, leftover]);
   const r2 = await runAgent(m);
+  t.notOk(readFileSync('/proc/self/mounts', 'utf8').includes(m.dir), 'the leftover mount is gone');
   t.equal(r2.code, 1, 'too big: exit 1');
   const last = srv.statuses[srv.statuses.length - 1];
   t.match(`${last?.state} ${last?.stage}: ${last?.message}`, /^failed write: the image is larger than the disk \(100663296 bytes\): no space left after 100663296 bytes$/);
