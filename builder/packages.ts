@@ -10,7 +10,7 @@ const BASE = [
 /** Imaging tools: partition, format, copy, boot loaders for the target disk. */
 const IMAGING = [
   'fdisk', 'parted', 'gdisk', 'e2fsprogs', 'xfsprogs', 'dosfstools', 'btrfs-progs', 'lvm2', 'mdadm',
-  'cryptsetup-bin', 'rsync', 'zstd', 'pv', 'qemu-utils', 'efibootmgr', 'grub2-common', 'grub-pc-bin',
+  'cryptsetup-bin', 'rsync', 'zstd', 'xz-utils', 'cloud-guest-utils', 'pv', 'qemu-utils', 'efibootmgr', 'grub2-common', 'grub-pc-bin',
   'grub-efi-amd64-bin',
 ];
 

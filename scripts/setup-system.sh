@@ -15,4 +15,7 @@ apt-get install -y -q --no-install-recommends \
   openssh-client nginx-light \
   util-linux fdisk e2fsprogs parted \
   shellcheck
-apt-get install -y -q --no-install-recommends chromium # ops: headless browser for the admin page test (test/web-ui.test.ts)
+# ops: headless browser for the admin page test (test/web-ui.test.ts); systemd-analyze for the unit test
+apt-get install -y -q --no-install-recommends chromium systemd
+# deploy: the dual-firmware test disk (test/lib/deploy-disk.ts); growpart and pv for the deploy agent's tests
+apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common systemd-boot-efi gdisk dosfstools cloud-guest-utils pv
