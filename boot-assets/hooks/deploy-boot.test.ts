@@ -13,8 +13,8 @@ import { builtImage } from '../../test/lib/built-image.js';
 import { buildDeployDisk, deployDiskMissing } from '../../test/lib/deploy-disk.js';
 import { qemuOptValue, startQemu } from '../../test/lib/qemu.js';
 import { missingRequirements, reportMissing } from '../../test/lib/requirements.js';
-import { run } from '../../test/lib/run.js';
-import { tempDir } from '../../test/lib/test-tree.js';
+import { runOk } from '../../common/run.js';
+import { tempDir } from '../../test/lib/temp-dir.js';
 
 // A cold image build can take 15 minutes on a busy machine, then two boots under TCG.
 t.setTimeout(45 * 60_000);
@@ -45,7 +45,7 @@ t.test('lean RAM OS: the agent deploys the dual-firmware disk, reboots, and the 
   const dir = tempDir(t, 'deploy-boot');
   const target = join(dir, 'target.img');
   writeFileSync(target, '');
-  await run(['truncate', '-s', '128M', target]);
+  await runOk('truncate', ['-s', '128M', target]);
 
   // The fake ramboot server: the NoCloud seed, events, the deploy, its status reports, the artifact.
   const statuses: Status[] = [];
@@ -131,9 +131,9 @@ t.test('lean RAM OS: the agent deploys the dual-firmware disk, reboots, and the 
   t.ok(vm.seen(/ramboot-deploy: no Linux root .* ramboot-fix skipped/), 'no Linux root on the test disk: fix skipped with a note');
   t.notOk(statuses.some((s) => s.state === 'failed'), 'no failure reported');
 
-  const gpt = (await run(['sgdisk', '-v', target])).stdout;
+  const gpt = (await runOk('sgdisk', ['-v', target])).stdout;
   t.match(gpt, /No problems found/, 'GPT valid on the bigger disk (backup header moved to its end)');
-  const part = (await run(['sgdisk', '-i', '1', target])).stdout;
+  const part = (await runOk('sgdisk', ['-i', '1', target])).stdout;
   t.match(part, /Attribute flags: 0000000000000004/, 'legacy BIOS bootable attribute kept through the grow');
   const lastSector = Number(/^Last sector: (\d+)/m.exec(part)?.[1]);
   t.ok(lastSector > (100 * MiB) / 512, `partition grown towards the end of the 128 MiB disk (last sector ${lastSector})`);
