@@ -5,8 +5,8 @@ import { existsSync, statSync } from 'node:fs';
 import { buildDeployDisk, deployDiskMissing, DEPLOY_DISK_MARKER_FILE } from './deploy-disk.js';
 import { missingRequirements, reportMissing } from './requirements.js';
 import { qemuOptValue, startQemu } from './qemu.js';
-import { run } from './run.js';
-import { tempDir } from './test-tree.js';
+import { runOk } from '../../common/run.js';
+import { tempDir } from './temp-dir.js';
 
 const MARKER = 'RAMBOOT-DEPLOY-DISK-OK';
 
@@ -20,15 +20,15 @@ t.test('the image: GPT, ESP with the legacy-bootable attribute, gptmbr in the MB
   const img = await buildDeployDisk({ marker: MARKER, sizeMiB: 64 });
   t.equal(statSync(img).size, 64 * 1024 * 1024);
   t.equal(await buildDeployDisk({ marker: MARKER, sizeMiB: 64 }), img, 'same inputs: the cached file');
-  const info = (await run(['sgdisk', '-i', '1', img])).stdout;
+  const info = (await runOk('sgdisk', ['-i', '1', img])).stdout;
   t.match(info, /EFI system partition/);
   t.match(info, /Attribute flags: 0000000000000004/, 'legacy BIOS bootable (bit 2)');
-  t.match((await run(['sgdisk', '-v', img])).stdout, /No problems found/);
-  const dir = (await run(['mdir', '-/', '-a', '-b', '-i', `${img}@@1048576`, '::'])).stdout;
+  t.match((await runOk('sgdisk', ['-v', img])).stdout, /No problems found/);
+  const dir = (await runOk('mdir', ['-/', '-a', '-b', '-i', `${img}@@1048576`, '::'])).stdout;
   for (const f of ['EFI/BOOT/BOOTX64.EFI', 'loader/entries/deploy.conf', 'vmlinuz', 'initrd.img', 'syslinux.cfg', 'ldlinux.sys', 'ldlinux.c32', DEPLOY_DISK_MARKER_FILE]) {
     t.match(dir, `::/${f}\n`, f);
   }
-  const marker = (await run(['mtype', '-i', `${img}@@1048576`, `::${DEPLOY_DISK_MARKER_FILE}`])).stdout;
+  const marker = (await runOk('mtype', ['-i', `${img}@@1048576`, `::${DEPLOY_DISK_MARKER_FILE}`])).stdout;
   t.equal(marker.trim(), MARKER);
   // Concurrent builds of a new key: both succeed, one file.
   const cacheDir = tempDir(t, 'deploy-disk-cache');

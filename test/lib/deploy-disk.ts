@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { buildBusyboxInitrd } from './busybox-initrd.js';
 import { CACHE_DIR } from './paths.js';
 import { findExecutable } from './requirements.js';
-import { run } from './run.js';
+import { runOk } from '../../common/run.js';
 import { ensureTestKernel } from './test-kernel.js';
 
 /**
@@ -131,22 +131,22 @@ export async function buildDeployDisk(opts: DeployDiskOptions): Promise<string> 
     // A sparse file of the full size; GPT with one partition to the end (sgdisk puts the backup
     // header in the last 33 sectors), type EF00 (ESP), attribute bit 2 (legacy BIOS bootable).
     await writeFile(img, '');
-    await run(['truncate', '-s', `${sizeMiB}M`, img]);
-    await run(['sgdisk', '-n', `1:${PART_START_SECTOR}:0`, '-t', '1:ef00', '-c', '1:RAMBOOT-DEPLOY-TEST', '-A', '1:set:2', img]);
-    const info = (await run(['sgdisk', '-i', '1', img])).stdout;
+    await runOk('truncate', ['-s', `${sizeMiB}M`, img]);
+    await runOk('sgdisk', ['-n', `1:${PART_START_SECTOR}:0`, '-t', '1:ef00', '-c', '1:RAMBOOT-DEPLOY-TEST', '-A', '1:set:2', img]);
+    const info = (await runOk('sgdisk', ['-i', '1', img])).stdout;
     const last = /^Last sector: (\d+)/m.exec(info)?.[1];
     if (last === undefined) throw new Error(`sgdisk -i 1: no last sector in:\n${info}`);
     const sectors = Number(last) - PART_START_SECTOR + 1;
     // BIOS stage 1: gptmbr.bin in the boot code area (first 440 bytes) of the protective MBR; it
     // loads the boot sector of the partition with the legacy-bootable attribute.
-    await run(['dd', `if=${GPTMBR}`, `of=${img}`, 'bs=440', 'count=1', 'conv=notrunc', 'status=none']);
+    await runOk('dd', [`if=${GPTMBR}`, `of=${img}`, 'bs=440', 'count=1', 'conv=notrunc', 'status=none']);
 
     // FAT on the partition through mtools' img@@offset syntax (no loop device). -H: hidden sectors
     // = partition start, which the FAT boot sector expects; -N: a fixed serial number.
     const at = `${img}@@${PART_OFFSET}`;
-    await run(['mformat', '-i', at, '-T', String(sectors), '-h', '64', '-s', '32', '-H', String(PART_START_SECTOR), '-N', '52414d42', '-v', 'RAMBOOT', '::']);
-    await run(['mmd', '-i', at, '::EFI', '::EFI/BOOT', '::loader', '::loader/entries']);
-    const put = (src: string, dst: string) => run(['mcopy', '-i', at, '-o', src, `::${dst}`]);
+    await runOk('mformat', ['-i', at, '-T', String(sectors), '-h', '64', '-s', '32', '-H', String(PART_START_SECTOR), '-N', '52414d42', '-v', 'RAMBOOT', '::']);
+    await runOk('mmd', ['-i', at, '::EFI', '::EFI/BOOT', '::loader', '::loader/entries']);
+    const put = (src: string, dst: string) => runOk('mcopy', ['-i', at, '-o', src, `::${dst}`]);
     await put(SYSTEMD_BOOT_EFI, 'EFI/BOOT/BOOTX64.EFI');
     await put(join(files, 'loader.conf'), 'loader/loader.conf');
     await put(join(files, 'deploy.conf'), 'loader/entries/deploy.conf');
@@ -155,7 +155,7 @@ export async function buildDeployDisk(opts: DeployDiskOptions): Promise<string> 
     await put(join(files, 'syslinux.cfg'), 'syslinux.cfg');
     await put(join(files, DEPLOY_DISK_MARKER_FILE), DEPLOY_DISK_MARKER_FILE);
     // BIOS stage 2: syslinux's FAT boot sector + ldlinux.sys + ldlinux.c32, written through mtools.
-    await run(['syslinux', '--offset', String(PART_OFFSET), '--install', img]);
+    await runOk('syslinux', ['--offset', String(PART_OFFSET), '--install', img]);
 
     try {
       await rename(img, final);
