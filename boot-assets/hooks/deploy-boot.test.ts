@@ -4,9 +4,9 @@
 // (test/lib/deploy-disk.ts) as the deploy. The agent writes it, reports, and reboots (QEMU exits:
 // -no-reboot); then the written disk must boot by itself with SeaBIOS and with OVMF.
 import t from 'tap';
+import { listenLocal } from '../../test/lib/listen.js';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { builtImage } from '../../test/lib/built-image.js';
@@ -101,12 +101,7 @@ t.test('lean RAM OS: the agent deploys the dual-firmware disk, reboots, and the 
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  }));
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(t, server);
 
   // restrict=on: the guest reaches nothing but the guestfwd to this process's server.
   const vm = startQemu(t, {

@@ -3,10 +3,10 @@
 // fixtures, format detection against real compressed bytes), and whole deploys against an HTTP
 // server on 127.0.0.1 that plays the ramboot server, with a plain file standing for the disk.
 import t from 'tap';
+import { listenLocal } from '../../test/lib/listen.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
@@ -280,12 +280,8 @@ async function fakeServer(t: Parameters<typeof tempDir>[0]): Promise<FakeServer>
       res.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  }));
-  srv.seed = `http://127.0.0.1:${(server.address() as AddressInfo).port}/seed/`;
+  const port = await listenLocal(t, server);
+  srv.seed = `http://127.0.0.1:${port}/seed/`;
   return srv;
 }
 
