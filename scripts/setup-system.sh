@@ -15,3 +15,5 @@ apt-get install -y -q --no-install-recommends \
   openssh-client nginx-light \
   util-linux fdisk e2fsprogs parted \
   shellcheck
+# proxyDHCP: tcpdump captures DHCP in the test namespaces (golden fixtures, "no offer" checks)
+apt-get install -y -q --no-install-recommends tcpdump
