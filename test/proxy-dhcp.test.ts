@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { findExecutable, reportMissing, missingRequirements } from './lib/requirements.js';
 import { writeTestImage } from './lib/test-image.js';
 import { DEFAULT_INITRD_MARKER } from './lib/busybox-initrd.js';
-import { startQemu, type QemuNic } from './lib/qemu.js';
+import { DEFAULT_FAIL_PATTERN, startQemu, type QemuNic } from './lib/qemu.js';
 import { createNetns, type Netns } from './lib/netns.js';
 import { readUdpDatagrams, startCapture, type UdpDatagram } from './lib/pcap.js';
 import { startRambootWithProxy } from './lib/proxy-dhcp-server.js';
@@ -131,8 +131,10 @@ async function bootToMarker(t: Test, env: Env, name: string, mac: string, firmwa
     memoryMiB: 512,
     nics: [{ type: 'tap', ifname: env.ns.tap, mac, ...nic } as QemuNic],
     extraArgs,
+    // OVMF ends in its shell when every boot option failed
+    failOn: new RegExp(`${DEFAULT_FAIL_PATTERN.source}|EFI Internal Shell|failed to load Boot`),
   });
-  const m = await vm.waitFor(MARKER_RE, { timeoutMs: 400_000 });
+  const m = await vm.waitFor(MARKER_RE, { timeoutMs: 300_000 });
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   t.match(m[1] ?? '', new RegExp(`ds=nocloud-net;s=${esc(BASE)}/cloud-init/${esc(mac)}/`), `${name}: the test initrd ran with this MAC's cmdline (${secs} s from power-on)`);
   await vm.stop();

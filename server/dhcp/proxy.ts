@@ -259,6 +259,19 @@ async function decideWithin(booter: Booter, mac: Mac, facts: BootFacts, ms: numb
   }
 }
 
+/**
+ * A DHCPREQUEST/INFORM on port 67 that asks us (not the address server) for boot information: the
+ * client already has its address (ciaddr set), requests none (no option 50), and names us or no
+ * server. A REQUEST in the SELECTING state (option 50 + option 54) picks the site server's lease and
+ * must never be answered by a proxy: an ACK with yiaddr 0 makes EDK2 decline its lease (PXE-E07),
+ * and when ramboot runs on the DHCP server's host, option 54 names both. PXE clients send their
+ * boot-server requests to port 4011 anyway; this covers old ones that broadcast them to 67.
+ */
+function isBootServerRequest(req: Inbound, cfg: ProxyConfig): boolean {
+  const { info, packet } = req;
+  return packet.ciaddr !== '0.0.0.0' && info.requestedIp === undefined && (info.serverId === undefined || info.serverId === cfg.serverIp);
+}
+
 /** Decides one request. Never throws (Booter errors and timeouts become "ignored"). */
 export async function handleRequest(req: Inbound, cfg: ProxyConfig, booter: Booter): Promise<ProxyOutcome> {
   const summary = summarize(req);
@@ -273,8 +286,8 @@ export async function handleRequest(req: Inbound, cfg: ProxyConfig, booter: Boot
   let replyType: number;
   if (req.port === 'dhcp') {
     if (mt === DHCPDISCOVER) replyType = DHCPOFFER;
-    else if ((mt === DHCPREQUEST || mt === DHCPINFORM) && info.serverId === cfg.serverIp) replyType = DHCPACK;
-    else if (mt === DHCPREQUEST) return quiet(`${summary.messageType} for another DHCP server (${info.serverId ?? 'none named'})`);
+    else if ((mt === DHCPREQUEST || mt === DHCPINFORM) && isBootServerRequest(req, cfg)) replyType = DHCPACK;
+    else if (mt === DHCPREQUEST) return quiet(`${summary.messageType} is for the address server (${info.serverId ?? 'none named'}${info.requestedIp ? `, requests ${info.requestedIp}` : ''})`);
     else return quiet(`${summary.messageType} needs no proxyDHCP answer`);
   } else {
     if (mt === DHCPREQUEST || mt === DHCPINFORM) replyType = DHCPACK;

@@ -3,7 +3,9 @@
  * UDP 67, and PXE boot-server requests on UDP 4011. The site's DHCP server keeps handing out
  * addresses untouched. Decision and reply building are in proxy.ts; the codec in packet.ts.
  */
+import { execFile } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
+import { promisify } from 'node:util';
 import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -13,6 +15,8 @@ import type { Logger } from '../../common/log.js';
 import type { Mac } from '../../common/mac.js';
 import { describeRequest, parsePacket } from './packet.js';
 import { handleRequest, type ListenPort, type ProxyConfig, type ProxyOutcome } from './proxy.js';
+
+const execFileP = promisify(execFile);
 
 export interface DhcpProxyOptions {
   booter: Booter;
@@ -63,10 +67,24 @@ export class DhcpConfigError extends Error {
   override name = 'DhcpConfigError';
 }
 
-/** First IPv4 address of a network interface, or undefined. */
-export function interfaceIPv4(name: string): string | undefined {
-  return networkInterfaces()[name]?.find((a) => a.family === 'IPv4' && !a.internal)?.address
-    ?? networkInterfaces()[name]?.find((a) => a.family === 'IPv4')?.address;
+const IFNAME_RE = /^[A-Za-z0-9_.:@-]{1,15}$/;
+
+/**
+ * First IPv4 address of a network interface, or undefined. Node's networkInterfaces() (libuv) lists
+ * only interfaces that are up AND running, so a bridge without carrier yet (no VM attached) is
+ * missing there; `ip -4 -o addr show dev IFACE` is asked then.
+ */
+export async function interfaceIPv4(name: string): Promise<string | undefined> {
+  if (!IFNAME_RE.test(name)) return undefined;
+  const listed = networkInterfaces()[name]?.find((a) => a.family === 'IPv4')?.address;
+  if (listed) return listed;
+  try {
+    const { stdout } = await execFileP('ip', ['-4', '-o', 'addr', 'show', 'dev', name], { timeout: 5000 });
+    const m = /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(stdout);
+    return m?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 function bindUdp(address: string, port: number, reuseAddr: boolean): Promise<Socket> {
@@ -111,7 +129,7 @@ export async function startDhcpProxy(opts: DhcpProxyOptions): Promise<DhcpProxy>
   if (!isIPv4(listenAddress)) throw new DhcpConfigError(`listenAddress ${listenAddress} is not an IPv4 address`);
   let serverIp = opts.serverIp;
   if (serverIp === undefined && opts.interface !== undefined) {
-    serverIp = interfaceIPv4(opts.interface);
+    serverIp = await interfaceIPv4(opts.interface);
     if (serverIp === undefined) throw new DhcpConfigError(`interface ${opts.interface} has no IPv4 address (or does not exist)`);
   }
   if (serverIp === undefined) throw new DhcpConfigError('serverIp (or interface) is required: clients must be told where the TFTP/HTTP server is');
