@@ -67,7 +67,6 @@ async function setup(scope: BenchScope, mode: Mode, tmp: string): Promise<Env> {
 /** Seconds from QEMU start to the per-MAC script being served. */
 async function bootOnce(env: Env, fw: Firmware, run: number): Promise<number> {
   const mac = MAC[fw];
-  const query = `/ipxe?mac=${mac.replace(/:/g, '-')}`;
   const before = env.srv.logs().length;
   const nic: QemuNic = fw === 'uefi' ? { type: 'tap', ifname: env.ns.tap, mac, bootindex: 1, romfile: '' } : { type: 'tap', ifname: env.ns.tap, mac };
   const vm = new Qemu({
@@ -81,7 +80,8 @@ async function bootOnce(env: Env, fw: Firmware, run: number): Promise<number> {
   const started = Date.now();
   try {
     let n = 0;
-    await env.srv.waitForLog((l) => n++ >= before && l['event'] === 'http.request' && String(l['url']).startsWith(query), 300_000);
+    // ipxe.ramboot / ipxe.local / ipxe.refused: logged (at info) when the per-MAC script is served
+    await env.srv.waitForLog((l) => n++ >= before && String(l['event']).startsWith('ipxe.') && l['mac'] === mac, 300_000);
     return (Date.now() - started) / 1000;
   } finally {
     await vm.stop();

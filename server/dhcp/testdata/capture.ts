@@ -7,7 +7,7 @@
  * boots QEMU until the console shows the scenario's end marker (or, for HTTP boot, until the wanted
  * packet is in the capture). Client packets (to port 67 or 4011) are written out as hex.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Netns } from '../../../test/lib/netns.js';
@@ -124,7 +124,7 @@ async function runScenario(name: string, sc: Scenario): Promise<Fixture[]> {
   let ns: Netns | undefined;
   let vm: Qemu | undefined;
   try {
-    await import('node:fs/promises').then((fs) => fs.mkdir(www));
+    await mkdir(www);
     await writeFile(join(www, 'stage0.ipxe'), [
       '#!ipxe',
       'echo CAPTURE chip=${net0/chip} platform=${platform}',
@@ -155,8 +155,7 @@ async function runScenario(name: string, sc: Scenario): Promise<Fixture[]> {
     await vm.stop();
     await cap.stop(3000);
     const ds = (await readUdpDatagrams(pcap)).filter((d) => d.dstPort === 67 || d.dstPort === 4011);
-    if (process.env["CAPTURE_DEBUG"]) console.log(vm.tail(25), ds.length);
-    if (process.env["CAPTURE_DEBUG"]) for (const d of ds) console.log(d.srcIp, d.dstPort, d.payload.length, msgType(d.payload));
+    if (process.env['CAPTURE_DEBUG']) for (const d of ds) console.log(d.srcIp, d.dstPort, d.payload.length, msgType(d.payload));
     const out: Fixture[] = [];
     const seen = new Map<string, number>();
     ds.forEach((d, i) => {
