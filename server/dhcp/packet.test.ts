@@ -50,6 +50,10 @@ const GOLDEN: Record<string, Partial<DhcpRequestInfo> & { flags: number; xid: nu
     codes: [53, 57, 55, 97, 94, 93, 60],
   },
   'uefi-edk2-pxe-request': { messageType: 3, serverId: '10.99.0.1', requestedIp: '10.99.0.176', maxMessageSize: 65280, arch: [7], flags: 0x8000, xid: 0x73e85cc7 },
+  'uefi-edk2-pxe-request-4011': {
+    mac: '52:54:00:d0:00:05', messageType: 3, serverId: undefined, requestedIp: undefined, vendorClass: 'PXEClient:Arch:00007:UNDI:003000', arch: [7], pxe: undefined,
+    flags: 0, xid: 0x9ddcaa09, codes: [53, 55, 57, 60, 93, 94, 97],
+  },
   'uefi-http-discover': {
     mac: '52:54:00:d0:00:04', messageType: 1, vendorClass: 'HTTPClient:Arch:00016:UNDI:003000', arch: [16], userClasses: [], ipxeEncap: false, flags: 0x8000, xid: 0x966afb92,
   },

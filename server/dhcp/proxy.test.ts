@@ -131,6 +131,18 @@ t.test('a user class "iPXE" alone, or option 175 alone, marks iPXE', async (t) =
   }
 });
 
+t.test('the captured EDK2 boot-server request (port 4011) -> unicast ACK to ciaddr:4011', async (t) => {
+  const req = inbound(fixture('uefi-edk2-pxe-request-4011'), 'pxe', { address: '10.99.0.133', port: 4011 });
+  t.equal(req.packet.ciaddr, '10.99.0.133', 'the client already has its address');
+  const { pkt, out } = replyOf(await handleRequest(req, CFG, new FakeBooter(RAMBOOT)));
+  t.equal(pkt.options.get(OPT.MESSAGE_TYPE)?.[0], DHCPACK, 'DHCPACK');
+  t.equal(pkt.ciaddr, '10.99.0.133', 'ciaddr echoed');
+  t.equal(pkt.yiaddr, '0.0.0.0', 'no address');
+  t.equal(pkt.file, 'snponly.efi', 'the EFI NBP');
+  t.equal(pkt.siaddr, CFG.serverIp, 'next server');
+  t.same(out.to, { address: '10.99.0.133', port: 4011, broadcast: false }, 'to ciaddr at the port it came from (4011)');
+});
+
 t.test('DHCPREQUEST on port 4011 -> unicast ACK to ciaddr:source port', async (t) => {
   // EDK2 sends its boot-server request to 4011 with its new address in ciaddr
   const req = withAddr(withOptions(fixture('uefi-edk2-pxe-request'), [OPT.SERVER_ID, OPT.REQUESTED_IP], [[OPT.VENDOR_SPECIFIC, Buffer.from([71, 4, 0x80, 0, 0, 0, 255])]]), 12, '10.99.0.176');

@@ -31,6 +31,12 @@ export interface Fixture {
 
 interface Scenario {
   firmware: 'bios' | 'uefi';
+  /**
+   * full (default): dnsmasq as a configured site DHCP + TFTP server. pxe-proxy: busybox udhcpd for
+   * addresses and dnsmasq in proxy mode (dhcp-range=...,proxy + pxe-service), which makes EDK2 send
+   * its boot-server DHCPREQUEST to port 4011.
+   */
+  site?: 'full' | 'pxe-proxy';
   mac: string;
   nic: Partial<QemuNic>;
   extraArgs?: string[];
@@ -95,6 +101,16 @@ const SCENARIOS: Record<string, Scenario> = {
     marker: /CAPTURE-DONE/,
     label: stageLabel('uefi-edk2-pxe', ['uefi-snponly']),
   },
+  // OVMF's PXE against dnsmasq's proxy mode: the boot-server request to port 4011 (ciaddr, 43/71)
+  'uefi-pxe-4011': {
+    firmware: 'uefi',
+    site: 'pxe-proxy',
+    mac: '52:54:00:d0:00:05',
+    nic: { bootindex: 1, romfile: '' },
+    extraArgs: ['-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'],
+    until: (ds) => ds.some((d) => d.dstPort === 4011),
+    label: (d) => (d.dstPort === 4011 && d.payload[0] === 1 ? `uefi-edk2-pxe-${TYPES[msgType(d.payload) ?? 0] ?? 'other'}-4011` : undefined),
+  },
   // OVMF with QEMU's iPXE EFI ROM on the NIC
   'uefi-ipxe-rom': {
     firmware: 'uefi',
@@ -132,10 +148,24 @@ async function runScenario(name: string, sc: Scenario): Promise<Fixture[]> {
       'echo CAPTURE-DONE',
       '',
     ].join('\n'));
-    ns = await Netns.create({
-      name: `dhcpcap-${name}`,
-      dhcp: { boot: { ipxe: STAGE0 }, extraArgs: ['--enable-tftp', '--tftp-root=/usr/lib/ipxe'] },
-    });
+    if (sc.site === 'pxe-proxy') {
+      ns = await Netns.create({ name: `dhcpcap-${name}` });
+      const conf = join(tmp, 'udhcpd.conf');
+      await writeFile(join(tmp, 'udhcpd.leases'), '');
+      await writeFile(conf, [`interface ${ns.bridge}`, `start ${ns.subnet24}.100`, `end ${ns.subnet24}.199`, `lease_file ${join(tmp, 'udhcpd.leases')}`, 'option subnet 255.255.255.0', ''].join('\n'));
+      ns.spawn('udhcpd', ['busybox', 'udhcpd', '-f', conf]);
+      const dm = ns.spawn('dnsmasq-proxy', [
+        'dnsmasq', '--conf-file=/dev/null', '--keep-in-foreground', '--log-facility=-', '--log-dhcp', `--pid-file=${join(tmp, 'dnsmasq.pid')}`,
+        '--port=0', '--bind-interfaces', `--interface=${ns.bridge}`, `--dhcp-range=${ns.subnet24}.0,proxy`,
+        '--pxe-service=x86-64_EFI,ramboot,snponly', '--enable-tftp', '--tftp-root=/usr/lib/ipxe',
+      ]);
+      await dm.waitFor(/DHCP, proxy on subnet/, { timeoutMs: 30_000 });
+    } else {
+      ns = await Netns.create({
+        name: `dhcpcap-${name}`,
+        dhcp: { boot: { ipxe: STAGE0 }, extraArgs: ['--enable-tftp', '--tftp-root=/usr/lib/ipxe'] },
+      });
+    }
     ns.spawn('httpd', ['busybox', 'httpd', '-f', '-p', '10.99.0.1:8081', '-h', www]);
     await ns.waitForHttp(STAGE0);
     const cap = await startCapture(ns, ns.bridge, pcap);
