@@ -19,3 +19,5 @@ apt-get install -y -q --no-install-recommends \
 apt-get install -y -q --no-install-recommends chromium systemd
 # deploy: the dual-firmware test disk (test/lib/deploy-disk.ts); growpart and pv for the deploy agent's tests
 apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common systemd-boot-efi gdisk dosfstools cloud-guest-utils pv
+# proxyDHCP: tcpdump captures DHCP in the test namespaces (golden fixtures, "no offer" checks)
+apt-get install -y -q --no-install-recommends tcpdump
