@@ -13,8 +13,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Netns } from '../test/lib/netns.js';
 import { Qemu, type QemuNic } from '../test/lib/qemu.js';
-import { launchRambootServer, type RambootServer } from '../test/lib/ramboot-server.js';
-import { startRambootWithProxy } from '../test/lib/proxy-dhcp-server.js';
+import { launchRambootServer, startRambootServer, type RambootServer } from '../test/lib/ramboot-server.js';
 import { writeTestImage } from '../test/lib/test-image.js';
 import { BenchScope } from './scope.js';
 import { machineLine, median, progress } from './lib.js';
@@ -57,8 +56,9 @@ async function setup(scope: BenchScope, mode: Mode, tmp: string): Promise<Env> {
   await writeFile(join(tmp, 'udhcpd.leases'), '');
   await writeFile(conf, [`interface ${ns.bridge}`, `start ${ns.subnet24}.100`, `end ${ns.subnet24}.199`, `lease_file ${join(tmp, 'udhcpd.leases')}`, 'option subnet 255.255.255.0', ''].join('\n'));
   ns.spawn('udhcpd', ['busybox', 'udhcpd', '-f', conf]);
-  const srv = await startRambootWithProxy(scope, ns, {
-    dataDir, httpHost: IP, httpPort: 8080, publicUrl: BASE, tftpListen: `${IP}:69`, ipxeDir: '/usr/lib/ipxe', unknownBoot: 'local', dhcpInterface: ns.bridge, name: 'bench-ramboot-proxy',
+  const srv = await startRambootServer(scope, {
+    dataDir, httpHost: IP, httpPort: 8080, publicUrl: BASE, tftpListen: `${IP}:69`, ipxeDir: '/usr/lib/ipxe',
+    extraArgs: ['--unknown-boot', 'local', '--proxy-dhcp', '--dhcp-interface', ns.bridge], wrap: ns.wrap, name: 'bench-ramboot-proxy',
   });
   await register(srv);
   return { mode, ns, srv };

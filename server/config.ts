@@ -61,6 +61,23 @@ export const configSchema = z.strictObject({
       requestTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
     })
     .default({ maxConnections: 4096, headersTimeoutMs: 30_000, requestTimeoutMs: 60_000 }),
+  /** ramboot's proxyDHCP (server/dhcp/): boot information for netboot clients, no addresses. */
+  proxyDhcp: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      interface: z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'proxyDhcp.interface: an interface name like eth0').optional(),
+      /** The boot server address put in replies (option 54, siaddr); default: the interface's, else --public-url's host. */
+      serverIp: z.ipv4().optional(),
+      bootFiles: z
+        .strictObject({
+          bios: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/).default('undionly.kpxe'),
+          efi: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/).default('snponly.efi'),
+        })
+        .default({ bios: 'undionly.kpxe', efi: 'snponly.efi' }),
+      /** Answer UEFI HTTP boot clients with <public-url>/ipxe/ipxe.efi. */
+      httpBoot: z.boolean().default(true),
+    })
+    .default({ enabled: false, bootFiles: { bios: 'undionly.kpxe', efi: 'snponly.efi' }, httpBoot: true }),
   /** Lifetime of a boot session token (seconds). */
   sessionTtlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600),
   unknownMachines: z
@@ -129,6 +146,9 @@ function settingValue(s: Setting, raw: string | boolean | undefined, fromEnv: bo
       // commander gives false for --no-x (true when absent); the environment says 1 or true
       if (fromEnv) return raw === '1' || raw === 'true' ? false : undefined;
       return raw === false ? false : undefined;
+    case 'on-switch':
+      if (fromEnv) return raw === '1' || raw === 'true' ? true : undefined;
+      return raw === true ? true : undefined;
     case 'int':
       if (typeof raw !== 'string' || !/^\d+$/.test(raw)) throw new ConfigError(`${s.what ?? s.option}: "${String(raw)}" is not a whole number`);
       return Number(raw);

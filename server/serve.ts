@@ -1,4 +1,5 @@
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, realpath, stat } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
 import express from 'express';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,6 +18,8 @@ import { metricsRouter } from './http/metrics-route.js';
 import { MeteredBooter } from './metrics/metered-booter.js';
 import { Metrics } from './metrics/metrics.js';
 import { createApp } from './http/app.js';
+import type { IpxeFilesDeps } from './http/ipxe-files-route.js';
+import { startDhcpProxy, type DhcpProxy } from './dhcp/server.js';
 import { ImageStore } from './images/image-store.js';
 import { macForIPv4 } from './net/neighbours.js';
 import { Registry } from './machines/registry.js';
@@ -24,6 +27,9 @@ import { loadApiToken, loadSessionSecret } from './secrets.js';
 import { FileStore } from './store/file-store.js';
 import { isSizeProbe } from './tftp/events.js';
 import { startTftpServer, type TftpServer, type TftpTransferEvent } from './tftp/server.js';
+
+/** Debian's ipxe.efi in /usr/lib/ipxe is a symlink into /boot. */
+const IPXE_SYMLINK_ROOTS = ['/boot', '/usr/lib/ipxe'];
 
 export class StartupError extends Error {
   override name = 'StartupError';
@@ -108,7 +114,8 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
     const booter = new MeteredBooter(policyBooter, metrics);
-    const app = createApp({ metrics, bus, registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
+    const ipxeFiles = await ipxeFilesDeps(config.tftp.ipxeDir, logger);
+    const app = createApp({ ipxeFiles, metrics, bus, registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     // the header and request timeouts are enforced on this tick (Node's default: 30 s)
     const server = createServer({ connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs) }, app);
     server.keepAliveTimeout = 10_000;
@@ -142,7 +149,7 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
           port: config.tftp.listen.port,
           root: dir,
           logger,
-          symlinkRoots: ['/boot', '/usr/lib/ipxe'],
+          symlinkRoots: IPXE_SYMLINK_ROOTS,
           onTransfer: (ev) => {
             metrics.tftp(ev);
             void recordTftp(registry, ev);
@@ -152,6 +159,28 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
         throw new StartupError(`cannot start TFTP on ${config.tftp.listen.host}:${config.tftp.listen.port}: ${(e as Error).message} (use --tftp-listen ADDR:PORT or --no-tftp)`);
       }
       cleanups.push(() => tftp?.close());
+    }
+    let proxy: DhcpProxy | undefined;
+    if (config.proxyDhcp.enabled) {
+      const p = config.proxyDhcp;
+      const urlHost = new URL(publicUrl).hostname;
+      const serverIp = p.serverIp ?? (p.interface ? undefined : isIPv4(urlHost) ? urlHost : undefined);
+      if (!serverIp && !p.interface) throw new StartupError('--proxy-dhcp needs the boot server\'s IPv4 address: pass --dhcp-interface IFACE (or proxyDhcp.serverIp, or an IPv4 --public-url)');
+      try {
+        proxy = await startDhcpProxy({
+          booter,
+          logger,
+          record: (mac, ev) => registry.bootEvent(mac, ev),
+          ...(p.interface ? { interface: p.interface } : {}),
+          ...(serverIp ? { serverIp } : {}),
+          ipxeScriptUrl: `${publicUrl}/boot.ipxe`,
+          bootFiles: p.bootFiles,
+          ...(p.httpBoot ? { httpBootUrl: `${publicUrl}/ipxe/ipxe.efi` } : {}),
+        });
+      } catch (e) {
+        throw new StartupError(`cannot start the proxyDHCP: ${(e as Error).message} (UDP 67 and 4011 need root or CAP_NET_BIND_SERVICE)`);
+      }
+      cleanups.push(() => proxy?.close());
     }
     let metricsUrl: string | undefined;
     if (config.metricsListen) {
@@ -188,6 +217,14 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     await closeAll();
     throw e;
   }
+}
+
+/** The iPXE directory and the places its symlinks may point into, as real paths (for GET /ipxe/{file}). */
+async function ipxeFilesDeps(dir: string, logger: Logger): Promise<IpxeFilesDeps | undefined> {
+  const real = await realpath(dir).catch(() => undefined);
+  if (!real) return undefined;
+  const roots = (await Promise.all(IPXE_SYMLINK_ROOTS.map((r) => realpath(r).catch(() => undefined)))).filter((r): r is string => !!r);
+  return { ipxeDir: real, symlinkRoots: roots, logger };
 }
 
 async function recordTftp(registry: Registry, ev: TftpTransferEvent): Promise<void> {

@@ -18,13 +18,14 @@ t.test('each setting is read from its flag and from its environment variable, fl
     apiTokenFile: ['/srv/tok', '/srv/tok'], tftpListen: ['127.0.0.1:69', { host: '127.0.0.1', port: 69 }], ipxeDir: ['/srv/ipxe', '/srv/ipxe'],
     unknownBoot: ['ramboot', 'ramboot'], sessionTtl: ['600', 600], logLevel: ['debug', 'debug'],
     httpMaxConnections: ['100', 100], httpHeadersTimeout: ['5000', 5000], httpRequestTimeout: ['9000', 9000],
-    metricsListen: ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }],
+    metricsListen: ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }], dhcpInterface: ['eth1', 'eth1'],
   };
   const get = (c: object, path: readonly string[]) => path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
   for (const s of SETTINGS) {
-    if (s.kind === 'off-switch') {
-      t.equal(get(loadConfig({ [s.option]: false }, {}, true), s.path), false, `${s.flag}`);
-      t.equal(get(loadConfig({}, { [s.env]: '1' }, true), s.path), false, `${s.env}=1`);
+    if (s.kind === 'off-switch' || s.kind === 'on-switch') {
+      const on = s.kind === 'on-switch';
+      t.equal(get(loadConfig({ [s.option]: on }, {}, true), s.path), on, `${s.flag}`);
+      t.equal(get(loadConfig({}, { [s.env]: '1' }, true), s.path), on, `${s.env}=1`);
       continue;
     }
     const sample = samples[s.option];

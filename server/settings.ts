@@ -15,7 +15,7 @@ export interface Setting {
   /** Shown in --help: what applies when the setting is not given. */
   default?: string;
   /** How a flag/env string becomes a config value (default: as is). */
-  kind?: 'string' | 'int' | 'off-switch';
+  kind?: 'string' | 'int' | 'off-switch' | 'on-switch';
   /** Name used in messages about a bad value. */
   what?: string;
   /** Given (by flag or environment), it also sets this. */
@@ -39,6 +39,8 @@ export const SETTINGS: readonly Setting[] = [
   { flag: '--http-headers-timeout <ms>', option: 'httpHeadersTimeout', env: 'RAMBOOT_HTTP_HEADERS_TIMEOUT', path: ['http', 'headersTimeoutMs'], kind: 'int', what: 'HTTP headers timeout', help: 'time a client has to send its request headers, ms', default: '30000' },
   { flag: '--http-request-timeout <ms>', option: 'httpRequestTimeout', env: 'RAMBOOT_HTTP_REQUEST_TIMEOUT', path: ['http', 'requestTimeoutMs'], kind: 'int', what: 'HTTP request timeout', help: 'time a client has to send a whole request (uploads excepted), ms', default: '60000' },
   { flag: '--metrics-listen <addr:port>', option: 'metricsListen', env: 'RAMBOOT_METRICS_LISTEN', path: ['metricsListen'], help: 'also serve GET /metrics here, without the admin token', default: 'off (GET /metrics on the HTTP port, with the token)' },
+  { flag: '--proxy-dhcp', option: 'proxyDhcp', env: 'RAMBOOT_PROXY_DHCP', path: ['proxyDhcp', 'enabled'], kind: 'on-switch', help: 'answer netboot clients\' DHCP with boot information only (addresses stay with the site\'s DHCP server); needs UDP 67 and 4011' },
+  { flag: '--dhcp-interface <iface>', option: 'dhcpInterface', env: 'RAMBOOT_DHCP_INTERFACE', path: ['proxyDhcp', 'interface'], help: 'interface whose IPv4 address the proxyDHCP names as the boot server', default: 'the address of --public-url' },
   { flag: '--log-level <level>', option: 'logLevel', env: 'RAMBOOT_LOG_LEVEL', path: ['logLevel'], help: 'fatal|error|warn|info|debug|trace', default: 'info' },
 ];
 
@@ -47,6 +49,6 @@ export type ServeFlags = { config?: string } & { [option: string]: string | bool
 
 /** The --help text of a setting: what it does, its environment variable and default. */
 export function settingHelp(s: Setting): string {
-  const env = s.kind === 'off-switch' ? `${s.env}=1` : s.env;
+  const env = s.kind === 'off-switch' || s.kind === 'on-switch' ? `${s.env}=1` : s.env;
   return `${s.help} (env ${env}${s.default ? `; default ${s.default}` : ''})`;
 }

@@ -8,16 +8,14 @@ import { DEFAULT_INITRD_MARKER } from './lib/busybox-initrd.js';
 import { DEFAULT_FAIL_PATTERN, startQemu, type QemuNic } from './lib/qemu.js';
 import { createNetns, type Netns } from './lib/netns.js';
 import { readUdpDatagrams, startCapture, type UdpDatagram } from './lib/pcap.js';
-import { startRambootWithProxy } from './lib/proxy-dhcp-server.js';
-import type { RambootServer } from './lib/ramboot-server.js';
+import { startRambootServer, type RambootServer } from './lib/ramboot-server.js';
 import { OPT, parsePacket, type DhcpPacket } from '../server/dhcp/packet.js';
 
 // Netboot with the site's DHCP server untouched. In a network namespace made here:
 //  - busybox udhcpd is the site DHCP server: addresses only, no boot options at all;
 //  - dnsmasq sends IPv6 router advertisements only (else iPXE waits ~16 s for IPv6), no DHCPv4;
-//  - ramboot (HTTP, TFTP, registry) with the proxyDHCP on the bridge, wired as `ramboot serve
-//    --proxy-dhcp` will be (test/lib/proxy-dhcp-server.ts);
-//  - busybox httpd serves /usr/lib/ipxe for UEFI HTTP boot (ramboot's HTTP has no route for it yet);
+//  - `ramboot serve --proxy-dhcp --dhcp-interface br0` (HTTP, TFTP, registry, proxyDHCP), which also
+//    serves ipxe.efi over HTTP for UEFI HTTP boot (GET /ipxe/ipxe.efi);
 //  - tcpdump records every DHCP packet on the bridge: offers are asserted from the wire.
 // Real firmware boots the test initrd: SeaBIOS + QEMU's iPXE ROM, OVMF's own PXE (TFTP snponly.efi),
 // OVMF's UEFI HTTP boot (ipxe.efi over HTTP). A MAC set to boot local and an unknown MAC (unknown
@@ -25,7 +23,7 @@ import { OPT, parsePacket, type DhcpPacket } from '../server/dhcp/packet.js';
 
 const IP = '10.99.0.1';
 const BASE = `http://${IP}:8080`;
-const HTTP_BOOT_URL = `http://${IP}:8081/ipxe.efi`;
+const HTTP_BOOT_URL = `${BASE}/ipxe/ipxe.efi`;
 const MARKER_RE = new RegExp(`${DEFAULT_INITRD_MARKER} cmdline=(.*)$`);
 const MACS = {
   bios: '52:54:00:e0:00:01',
@@ -98,13 +96,11 @@ async function setup(t: Test): Promise<Env> {
   ].join('\n'));
   await writeFile(join(tmp, 'udhcpd.leases'), '');
   ns.spawn('udhcpd', ['busybox', 'udhcpd', '-f', conf]);
-  ns.spawn('httpd-ipxe', ['busybox', 'httpd', '-f', '-p', `${IP}:8081`, '-h', '/usr/lib/ipxe']);
-  await ns.waitForHttp(HTTP_BOOT_URL);
   const pcap = join(tmp, 'dhcp.pcap');
   await startCapture(ns, ns.bridge, pcap);
-  const srv = await startRambootWithProxy(t, ns, {
+  const srv = await startRambootServer(t, {
     dataDir, httpHost: IP, httpPort: 8080, publicUrl: BASE, tftpListen: `${IP}:69`, ipxeDir: '/usr/lib/ipxe',
-    unknownBoot: 'local', dhcpInterface: ns.bridge, httpBootUrl: HTTP_BOOT_URL,
+    extraArgs: ['--unknown-boot', 'local', '--proxy-dhcp', '--dhcp-interface', ns.bridge, '--log-level', 'debug'], wrap: ns.wrap, name: 'ramboot-proxy-dhcp',
   });
   const put = async (mac: string, boot: 'ramboot' | 'local'): Promise<void> => {
     const r = await srv.api('PUT', `/api/v1/machines/${mac}`, { hostname: `proxy-${mac.slice(-2)}`, sshKeys: [], boot, image: 'test' });

@@ -12,6 +12,7 @@ import { metricsRouter } from './metrics-route.js';
 import { uiRouter } from './ui-route.js';
 import { errorHandler } from './error-handler.js';
 import { imagesRouter } from './images-route.js';
+import { ipxeFilesRouter, type IpxeFilesDeps } from './ipxe-files-route.js';
 import { ipxeRouter, type IpxeRoutesDeps } from './ipxe-routes.js';
 import { requestLog } from './request-log.js';
 import { seedRouter, type SeedRoutesDeps } from './seed-routes.js';
@@ -25,6 +26,8 @@ export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps 
   metrics?: Metrics;
   /** Live timeline events for GET /api/v1/events/stream. */
   bus?: EventBus;
+  /** iPXE binaries over HTTP (UEFI HTTP boot); absent when the iPXE directory does not exist. */
+  ipxeFiles?: IpxeFilesDeps | undefined;
   /** SSE heartbeat period (tests shorten it). */
   sseHeartbeatMs?: number;
 }
@@ -43,6 +46,7 @@ export function createApp(d: AppDeps): Express {
   app.use(adminRouter(d.registry, d.apiToken));
   app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev) }));
   app.use(seedRouter(d));
+  if (d.ipxeFiles) app.use(ipxeFilesRouter(d.ipxeFiles));
   app.use(
     imagesRouter(d.images, d.logger, async (sent) => {
       // image requests carry no MAC; the neighbour table knows it when the client is on our link
