@@ -170,7 +170,10 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
         proxy = await startDhcpProxy({
           booter,
           logger,
-          record: (mac, ev) => registry.bootEvent(mac, ev),
+          record: (mac, ev) => {
+            metrics.dhcp(ev);
+            return registry.bootEvent(mac, ev);
+          },
           ...(p.interface ? { interface: p.interface } : {}),
           ...(serverIp ? { serverIp } : {}),
           ipxeScriptUrl: `${publicUrl}/boot.ipxe`,

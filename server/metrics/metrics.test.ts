@@ -44,3 +44,12 @@ t.test('labels: route patterns and decisions', async (t) => {
   t.equal(scriptDecision({ kind: 'refuse', reason: 'r' }), 'refused');
   t.equal(scriptDecision({ kind: 'local', reason: 'r' }), 'local');
 });
+
+t.test('proxyDHCP outcomes are counted by client kind', async (t) => {
+  const m = new Metrics(() => []);
+  m.dhcp({ event: 'dhcp.offer', data: { firmware: 'efi' } });
+  m.dhcp({ event: 'dhcp.offer', data: { firmware: 'efi' } });
+  m.dhcp({ event: 'dhcp.ignored', data: { firmware: 'bios' } });
+  t.equal(await sample(m, 'ramboot_dhcp_requests_total', { outcome: 'offer', client: 'efi' }), 2);
+  t.equal(await sample(m, 'ramboot_dhcp_requests_total', { outcome: 'ignored', client: 'bios' }), 1);
+});

@@ -45,6 +45,7 @@ export class Metrics {
   private readonly tftpBytes: Counter;
   private readonly tftpRetransmits: Counter;
   private readonly imageBytes: Counter<'image' | 'file'>;
+  private readonly dhcpReplies: Counter<'outcome' | 'client'>;
   private readonly bootStage: Histogram<'stage'>;
   private readonly bootTotal: Histogram;
   private readonly bootEvents: Counter<'event'>;
@@ -67,6 +68,7 @@ export class Metrics {
     for (const r of ['ok', 'error', 'timeout', 'refused'] as const) this.tftpTransfers.inc({ result: r }, 0);
     this.tftpBytes = new Counter({ name: 'ramboot_tftp_bytes_total', help: 'Bytes sent over TFTP', registers });
     this.tftpRetransmits = new Counter({ name: 'ramboot_tftp_retransmits_total', help: 'TFTP DATA packets sent again after a timeout', registers });
+    this.dhcpReplies = new Counter({ name: 'ramboot_dhcp_requests_total', help: 'proxyDHCP requests from netboot clients, by outcome (offer, ignored) and client (bios, efi, http, ipxe)', labelNames: ['outcome', 'client'], registers });
     this.imageBytes = new Counter({ name: 'ramboot_image_bytes_total', help: 'Bytes of image files served over HTTP', labelNames: ['image', 'file'], registers });
     this.bootStage = new Histogram({
       name: 'ramboot_boot_stage_duration_seconds',
@@ -113,6 +115,12 @@ export class Metrics {
     this.tftpBytes.inc(ev.bytes);
     // the field is new in the TFTP server; older events may lack it
     if (typeof ev.retransmits === 'number' && ev.retransmits > 0) this.tftpRetransmits.inc(ev.retransmits);
+  }
+
+  /** A proxyDHCP outcome (the dhcp.offer / dhcp.ignored event the proxy records). */
+  dhcp(ev: { event: string; data?: Record<string, unknown> }): void {
+    const client = typeof ev.data?.['firmware'] === 'string' ? ev.data['firmware'] : 'unknown';
+    this.dhcpReplies.inc({ outcome: ev.event === 'dhcp.offer' ? 'offer' : 'ignored', client });
   }
 
   imageSent(image: string, file: string, bytes: number): void {
