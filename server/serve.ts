@@ -154,6 +154,7 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
             metrics.tftp(ev);
             void recordTftp(registry, ev);
           },
+          onRefused: () => metrics.tftpRefused(),
         });
       } catch (e) {
         throw new StartupError(`cannot start TFTP on ${config.tftp.listen.host}:${config.tftp.listen.port}: ${(e as Error).message} (use --tftp-listen ADDR:PORT or --no-tftp)`);

@@ -53,3 +53,9 @@ t.test('proxyDHCP outcomes are counted by client kind', async (t) => {
   t.equal(await sample(m, 'ramboot_dhcp_requests_total', { outcome: 'offer', client: 'efi' }), 2);
   t.equal(await sample(m, 'ramboot_dhcp_requests_total', { outcome: 'ignored', client: 'bios' }), 1);
 });
+
+t.test('TFTP requests dropped by a limit count as refused transfers', async (t) => {
+  const m = new Metrics(() => []);
+  m.tftpRefused();
+  t.equal(await sample(m, 'ramboot_tftp_transfers_total', { result: 'refused' }), 1);
+});

@@ -123,6 +123,11 @@ export class Metrics {
     this.dhcpReplies.inc({ outcome: ev.event === 'dhcp.offer' ? 'offer' : 'ignored', client });
   }
 
+  /** A TFTP request dropped by the per-client or global transfer limit. */
+  tftpRefused(): void {
+    this.tftpTransfers.inc({ result: 'refused' });
+  }
+
   imageSent(image: string, file: string, bytes: number): void {
     if (bytes > 0) this.imageBytes.inc({ image, file }, bytes);
   }
