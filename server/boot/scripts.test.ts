@@ -74,6 +74,7 @@ t.test('user-data: keys, hostname, phone_home, merged userData', async (t) => {
   t.equal(doc['fqdn'], 'web1.example.com');
   t.same(doc['ssh_authorized_keys'], [rec.sshKeys[0], (rec.userData['ssh_authorized_keys'] as string[])[0]], 'admin keys added after registered keys');
   t.same(doc['packages'], ['htop']);
+  t.same(doc['users'], [], 'hardening (also): no distro default user; root by key is the one login');
   t.equal(doc['ssh_pwauth'], true, "admin's scalar wins");
   t.same(doc['phone_home'], { url: 'http://s/cloud-init/m/T/phone-home', post: ['pub_key_rsa', 'pub_key_ecdsa', 'pub_key_ed25519', 'instance_id', 'hostname', 'fqdn'], tries: 10 });
   t.equal(doc['disable_root'], false);

@@ -79,3 +79,29 @@ t.test('FileStore: a crash before rename leaves the old record; stray temp files
   t.ok(lines.some((l) => /aa-bb-cc-dd-ee-02\.json/.test(l) && /not valid JSON/.test(l)), 'bad file logged with the reason');
   await s2.close();
 });
+
+t.test('finding 4: with 10,000 files, hand deletions and edits are all caught (watcher or rescan), fast create+delete included', async (t) => {
+  const dir = await tmp(t);
+  const macOf = (i: number) => `02:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` as Mac;
+  const fileOf = (m: Mac) => join(dir, `${m.replaceAll(':', '-')}.json`);
+  for (let i = 0; i < 10_000; i++) {
+    const m = macOf(i);
+    await writeFile(fileOf(m), JSON.stringify(machineRecordSchema.parse({ mac: m, hostname: `h${i}` })));
+  }
+  const store = await FileStore.open({ dir, logger: silentLogger(), rescanMs: 200 });
+  t.teardown(() => store.close());
+  t.equal(store.count(), 10_000, 'all loaded');
+  const { unlink } = await import('node:fs/promises');
+  for (let i = 0; i < 100; i++) await unlink(fileOf(macOf(i)));
+  for (let i = 100; i < 200; i++) await writeFile(fileOf(macOf(i)), JSON.stringify(machineRecordSchema.parse({ mac: macOf(i), hostname: `edited${i}` })));
+  // made and deleted at once: the watcher may never see it, the store must not keep it
+  const flash = macOf(20_000);
+  await store.update(flash, () => machineRecordSchema.parse({ mac: flash, hostname: 'flash' }));
+  await unlink(fileOf(flash));
+  const settled = () => store.count() === 9_900 && store.get(macOf(150))?.hostname === 'edited150' && !store.has(flash);
+  for (let i = 0; i < 300 && !settled(); i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(store.count(), 9_900, 'deletions caught');
+  t.equal(store.has(macOf(5)), false);
+  t.equal(store.get(macOf(199))?.hostname, 'edited199', 'edits caught');
+  t.notOk(store.has(flash), 'a file deleted right after the API made it is not served');
+});
