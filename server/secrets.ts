@@ -39,7 +39,7 @@ export async function loadApiToken(dataDir: string, tokenFile: string | undefine
 /** A secret file must not be readable or writable by group or others. */
 async function requirePrivate(file: string, what: string): Promise<void> {
   const mode = (await stat(file)).mode & 0o077;
-  if (mode !== 0) throw new SecretError(`${what} ${file} is accessible to group/others (mode ${((await stat(file)).mode & 0o777).toString(8)}; chmod 600 it)`);
+  if (mode !== 0) throw new SecretError(`${what} ${file} has mode ${((await stat(file)).mode & 0o777).toString(8)}: it must not be readable by group/others (chmod 600 it)`);
 }
 
 /** HMAC key for boot session tokens, generated once into <data-dir>/session-secret (0600). */

@@ -264,7 +264,7 @@ t.test('hardening (also): a world-readable session-secret is refused like the to
   const s = await startTestServer(t, {}, dataDir);
   await s.stop();
   await chmod(join(dataDir, 'session-secret'), 0o644);
-  await t.rejects(s.start(), /session secret .*session-secret is accessible to group\/others/);
+  await t.rejects(s.start(), /session secret .*session-secret has mode 644: it must not be readable by group\/others/);
 });
 
 t.test('hardening (also): header timeout and connection cap', async (t) => {

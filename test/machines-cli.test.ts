@@ -81,7 +81,7 @@ t.test('add, ls, show, set, known-hosts, events, rm: for people and with --json'
   await simulateBoot(s.url, MAC);
   const kh = await machines(['known-hosts', MAC, ...conn]);
   t.equal(kh.code, 0, kh.stderr);
-  t.equal(kh.stdout, `127.0.0.1,sim.example.com ${SIM_HOST_KEY.split(' ').slice(0, 2).join(' ')}\n`);
+  t.equal(kh.stdout, `127.0.0.1,web1 ${SIM_HOST_KEY.split(' ').slice(0, 2).join(' ')}\n`);
   t.same(JSON.parse((await machines(['known-hosts', MAC, '--json', ...conn])).stdout), { mac: MAC, knownHosts: [kh.stdout.trim()] });
 
   const ev = await machines(['events', MAC, ...conn]);

@@ -81,7 +81,7 @@ t.test('the compiled server starts from the unit\'s command line and answers the
   const token = (await readFile(join(data, 'api-token'), 'utf8')).trim();
   const res = await fetch(`http://127.0.0.1:${httpPort}/api/v1/machines`, { headers: { authorization: `Bearer ${token}` } });
   t.equal(res.status, 200);
-  t.same(await res.json(), { machines: [] });
+  t.same(await res.json(), { machines: [], broken: [] });
   const page = await fetch(`http://127.0.0.1:${httpPort}/`);
   t.equal(page.status, 200, 'the admin page is found from dist/ (boot-assets one level up)');
   t.match(await page.text(), /<title>ramboot<\/title>/);

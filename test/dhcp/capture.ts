@@ -1,6 +1,6 @@
 /**
  * Captures the golden DHCP fixtures (packets.json) from real firmware on this machine (root).
- * See README.md in this directory. Run: `npx tsx server/dhcp/testdata/capture.ts [scenario...]`.
+ * See server/dhcp/testdata/README.md. Run: `npx tsx test/dhcp/capture.ts [scenario...]`.
  *
  * Each scenario makes a network namespace (test/lib/netns.ts) with dnsmasq as a fully configured
  * site DHCP + TFTP server (so every stage proceeds to the next one), runs tcpdump on the bridge and
@@ -10,11 +10,11 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Netns } from '../../../test/lib/netns.js';
-import { Qemu, type QemuNic } from '../../../test/lib/qemu.js';
-import { readUdpDatagrams, startCapture, type UdpDatagram } from '../../../test/lib/pcap.js';
+import { Netns } from '../lib/netns.js';
+import { Qemu, type QemuNic } from '../lib/qemu.js';
+import { readUdpDatagrams, startCapture, type UdpDatagram } from '../lib/pcap.js';
 
-const HERE = new URL('.', import.meta.url).pathname;
+const HERE = new URL('../../server/dhcp/testdata/', import.meta.url).pathname;
 const OUT = join(HERE, 'packets.json');
 const STAGE0 = 'http://10.99.0.1:8081/stage0.ipxe';
 
