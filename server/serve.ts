@@ -10,6 +10,7 @@ import { PolicyBooter } from './boot/policy-booter.js';
 import { RenderCache } from './boot/render-cache.js';
 import { SessionMinter } from './boot/sessions.js';
 import { FileEventLog } from './events/event-log.js';
+import { ArtifactStore } from './artifacts/artifact-store.js';
 import { createApp } from './http/app.js';
 import { ImageStore } from './images/image-store.js';
 import { macForIPv4 } from './net/neighbours.js';
@@ -74,17 +75,24 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     cleanups.push(() => cache.close());
     store.onChange((mac) => cache.invalidate(mac));
 
-    const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered);
+    const artifacts = new ArtifactStore(join(dataDir, 'artifacts'), logger);
+    await artifacts.init().catch((e: Error) => {
+      throw new StartupError(`cannot set up ${artifacts.dir}: ${e.message}`);
+    });
+    const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered, artifacts);
     const booter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
     let publicUrl = config.publicUrl;
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
-    const app = createApp({ registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
+    const app = createApp({ registry, booter, scripts, sessions, images, artifacts, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     const server = createServer(app);
     server.keepAliveTimeout = 10_000;
     // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.
-    server.requestTimeout = 60_000;
+    // No limit on a whole request's duration: an artifact upload of many GiB takes as long as it
+    // takes; a connection idle for 2 minutes (no byte either way) is closed instead.
+    server.requestTimeout = 0;
+    server.timeout = 120_000;
     server.headersTimeout = 30_000;
     const addr = await listenHttp(server, config.httpListen.host, config.httpListen.port);
     cleanups.push(

@@ -1,9 +1,12 @@
 import express, { type Express } from 'express';
 import type { Logger } from '../../common/log.js';
+import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { Registry } from '../machines/registry.js';
 import { macForIPv4 } from '../net/neighbours.js';
 import { adminRouter } from './admin-api.js';
+import { artifactsRouter } from './artifacts-api.js';
+import { deployRouter } from './deploy-routes.js';
 import { errorHandler } from './error-handler.js';
 import { imagesRouter } from './images-route.js';
 import { ipxeRouter, type IpxeRoutesDeps } from './ipxe-routes.js';
@@ -13,6 +16,7 @@ import { seedRouter, type SeedRoutesDeps } from './seed-routes.js';
 export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps {
   apiToken: string;
   images: ImageStore;
+  artifacts: ArtifactStore;
   registry: Registry;
   logger: Logger;
 }
@@ -24,8 +28,12 @@ export function createApp(d: AppDeps): Express {
   app.set('etag', false);
   app.set('trust proxy', false);
   app.use(requestLog(d.logger));
+  // before the admin router: uploads stream to disk, past its JSON body parser and its /api 404
+  app.use(artifactsRouter(d.artifacts, d.registry, d.apiToken));
   app.use(adminRouter(d.registry, d.apiToken));
   app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.event(mac, ev) }));
+  // before the seed router, whose /cloud-init/:mac/:token/:file would answer <seed>deploy with 404
+  app.use(deployRouter(d));
   app.use(seedRouter(d));
   app.use(
     imagesRouter(d.images, d.logger, async (sent) => {

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler } from 'express';
 import type { Logger } from '../../common/log.js';
+import { ArtifactError, type ArtifactErrorKind } from '../artifacts/artifact-store.js';
 import { RegistryError, type RegistryErrorKind } from '../machines/errors.js';
 import { HttpError } from './http-error.js';
 import { redactUrl } from './request-log.js';
@@ -11,6 +12,13 @@ const REGISTRY_STATUS: Record<RegistryErrorKind, number> = {
   invalid: 400,
 };
 
+const ARTIFACT_STATUS: Record<ArtifactErrorKind, number> = {
+  'invalid-name': 400,
+  'not-found': 404,
+  exists: 412,
+  incomplete: 400,
+};
+
 interface BodyParserError extends Error {
   type?: string;
   status?: number;
@@ -20,6 +28,7 @@ interface BodyParserError extends Error {
 export function clientError(err: unknown): { status: number; message: string } | undefined {
   if (err instanceof HttpError) return { status: err.status, message: err.message };
   if (err instanceof RegistryError) return { status: REGISTRY_STATUS[err.kind], message: err.message };
+  if (err instanceof ArtifactError) return { status: ARTIFACT_STATUS[err.kind], message: err.message };
   if (err instanceof Error && typeof (err as BodyParserError).type === 'string') {
     const e = err as BodyParserError;
     if (e.type === 'entity.too.large') return { status: 413, message: 'request body is larger than 256 KiB' };
