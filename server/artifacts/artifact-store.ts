@@ -172,6 +172,9 @@ export class ArtifactStore {
       });
       this.logger.info({ event: 'artifacts.stored', ...meta, created }, `artifact ${name} stored (${size} bytes, ${meta.format})`);
       return { meta, created };
+    } catch (e) {
+      this.logger.warn({ event: 'artifacts.upload-failed', name, bytes: size, reason: (e as Error).message }, `upload of artifact ${name} failed after ${size} bytes; nothing kept`);
+      throw e;
     } finally {
       if (!closed) await fh.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);
