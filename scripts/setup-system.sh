@@ -15,3 +15,5 @@ apt-get install -y -q --no-install-recommends \
   openssh-client nginx-light \
   util-linux fdisk e2fsprogs parted \
   shellcheck
+# deploy: the dual-firmware test disk (test/lib/deploy-disk.ts); growpart and pv for the deploy agent's tests
+apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common systemd-boot-efi gdisk dosfstools cloud-guest-utils pv
