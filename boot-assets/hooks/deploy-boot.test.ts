@@ -14,7 +14,7 @@ import { buildDeployDisk, deployDiskMissing } from '../../test/lib/deploy-disk.j
 import { qemuOptValue, startQemu } from '../../test/lib/qemu.js';
 import { missingRequirements, reportMissing } from '../../test/lib/requirements.js';
 import { run } from '../../test/lib/run.js';
-import { tempDir } from '../../test/lib/test-tree.js';
+import { tempDir } from '../../test/lib/temp-dir.js';
 
 // A cold image build can take 15 minutes on a busy machine, then two boots under TCG.
 t.setTimeout(45 * 60_000);

@@ -11,7 +11,8 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync,
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
 import { findExecutable, missingRequirements, reportMissing } from '../../test/lib/requirements.js';
-import { makeTree, read, snapshot, tempDir } from '../../test/lib/test-tree.js';
+import { makeTree, read, snapshot } from '../../test/lib/test-tree.js';
+import { tempDir } from '../../test/lib/temp-dir.js';
 
 const HOOKS = hooksDir();
 const AGENT = join(HOOKS, 'files', 'ramboot-deploy');

@@ -6,7 +6,7 @@ import { buildDeployDisk, deployDiskMissing, DEPLOY_DISK_MARKER_FILE } from './d
 import { missingRequirements, reportMissing } from './requirements.js';
 import { qemuOptValue, startQemu } from './qemu.js';
 import { run } from './run.js';
-import { tempDir } from './test-tree.js';
+import { tempDir } from './temp-dir.js';
 
 const MARKER = 'RAMBOOT-DEPLOY-DISK-OK';
 
