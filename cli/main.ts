@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { registerServeCommand } from './serve-command.js';
 import { registerBuildCommand } from './build-command.js';
+import { registerArtifactsCommand } from './artifacts-command.js';
+import { registerDeployCommand } from './deploy-command.js';
 
 const program = new Command();
 program
@@ -10,5 +12,7 @@ program
 
 registerServeCommand(program);
 registerBuildCommand(program);
+registerArtifactsCommand(program);
+registerDeployCommand(program);
 
 await program.parseAsync(process.argv);
