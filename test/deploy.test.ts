@@ -100,7 +100,7 @@ async function journey(t: Test, shared: Shared, firmware: 'bios' | 'uefi'): Prom
   const mac = firmware === 'bios' ? '52:54:00:de:91:01' : '52:54:00:de:91:02';
   const { ns, srv, key, pub, work } = await setup(t, shared, `journey-${firmware}`);
   const put = await srv.api('PUT', `/api/v1/machines/${mac}`, { hostname: `deploy-${firmware}`, sshKeys: [pub], boot: 'once', deploy: { artifact: 'disk.zst', after: 'reboot' } });
-  t.equal(put.status, 201, put.text);
+  t.equal(put.status, 201, `machine registered with a deploy: ${put.text.slice(0, 200)}`);
   const id = (put.json as { deploy: { id: string } }).deploy.id;
   const disk = join(work, 'target.raw');
   await runOk('qemu-img', ['create', '-q', '-f', 'raw', disk, '256M']);
@@ -169,7 +169,7 @@ async function failures(t: Test, shared: Shared): Promise<void> {
   await ns.waitForHttp(`${FILES}/disk.img.zst`);
 
   const put = await srv.api('PUT', `/api/v1/machines/${mac}`, { hostname: 'deploy-failures', sshKeys: [pub], boot: 'once', deploy: { artifact: 'disk.zst' } });
-  t.equal(put.status, 201, put.text);
+  t.equal(put.status, 201, `machine registered with a deploy: ${put.text.slice(0, 200)}`);
   let id = (put.json as { deploy: { id: string } }).deploy.id;
   const small = join(work, 'small.raw');
   const big = join(work, 'big.raw');
