@@ -268,3 +268,22 @@ t.test('failed deploy: not flipped, recorded; phone-home does not flip a machine
   const id2 = (again.json as { deploy: { id: string } }).deploy.id;
   t.equal(await status(s, seed, { id: id2, state: 'started' }), 204, 'setting the deploy again starts a new attempt');
 });
+
+t.test('two concurrent terminal reports of one attempt: exactly one is accepted', async (t) => {
+  const s = await startTestServer(t);
+  await writeFakeImage(s.dataDir, 'default');
+  await upload(s, 'img', ZSTD);
+  const put = await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [key], boot: 'once', deploy: { artifact: 'img' } });
+  const id = (put.json as { deploy: { id: string } }).deploy.id;
+  const seed = await seedPath(s);
+  const codes = await Promise.all([
+    status(s, seed, { id, state: 'succeeded', stage: 'finish' }),
+    status(s, seed, { id, state: 'failed', stage: 'verify' }),
+    status(s, seed, { id, state: 'succeeded', stage: 'finish' }),
+  ]);
+  t.same([...codes].sort(), [204, 409, 409], `one wins: ${codes.join(', ')}`);
+  const ev = (await events(s)).filter((e) => e.event === 'deploy.succeeded' || e.event === 'deploy.failed');
+  t.equal(ev.length, 1, 'one terminal event on the timeline');
+  const m = (await s.api('GET', `/api/v1/machines/${MAC}`)).json as { boot: string; status: { deploy: { state: string } } };
+  t.equal(m.boot, m.status.deploy.state === 'succeeded' ? 'local' : 'once', 'the record agrees with the winner');
+});
