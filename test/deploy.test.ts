@@ -175,8 +175,7 @@ async function failures(t: Test, shared: Shared): Promise<void> {
   const big = join(work, 'big.raw');
   await runOk('qemu-img', ['create', '-q', '-f', 'raw', small, '32M']);
   await runOk('qemu-img', ['create', '-q', '-f', 'raw', big, '256M']);
-  const vm = powerOn(t, ns, 'deploy-failures', 'bios', mac, Math.max(shared.image.manifest.minRamMiB, 1024), [...diskArgs(small, 'd0', undefined, 'RBSMALL'), ...diskArgs(big, 'd1', undefined, 'RBBIG')]);
-  void vm;
+  powerOn(t, ns, 'deploy-failures', 'bios', mac, Math.max(shared.image.manifest.minRamMiB, 1024), [...diskArgs(small, 'd0', undefined, 'RBSMALL'), ...diskArgs(big, 'd1', undefined, 'RBBIG')]);
   const failedOf = (attempt: string) => srv.waitForLog((l) => l['event'] === 'deploy.failed' && l['mac'] === mac && l['id'] === attempt, 600_000);
   const lastFailure = async (attempt: string): Promise<TimelineEvent | undefined> => (await timeline(srv, mac)).find((e) => e.event === 'deploy.failed' && e.data?.['id'] === attempt);
 
