@@ -611,6 +611,27 @@ t.test('a real disk (loop device): GPT moved, ext4 root grown, ramboot-fix run w
   if (vfat) t.match(fstab, /^UUID=5241-4D42 \/boot\/efi vfat umask=0077 0 1$/m, 'fstab: the ESP, mounted on /boot/efi');
   t.match(sh('debugfs', ['-R', 'stat /etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service', p3]), /Type: symlink/, 'serial getty enabled by ramboot-fix');
   t.notOk(readFileSync('/proc/self/mounts', 'utf8').includes(m.dir), 'nothing left mounted');
+
+  // A gzip image whose size is only known once written, bigger than the disk: the disk says ENOSPC.
+  const big = join(dir, 'big.img');
+  writeFileSync(big, '');
+  sh('truncate', ['-s', '128M', big]);
+  spawnSync('sh', ['-c', 'gzip -1 -c < "$0" > "$0.gz"', big], { env: { PATH } });
+  const gz = readFileSync(`${big}.gz`);
+  srv.artifacts.set('big.img.gz', gz);
+  srv.statuses.length = 0;
+  srv.deploy = { id: 'dep-loop-2', source: { url: `${srv.seed}artifacts/big.img.gz`, sha256: sha256(gz), size: null, format: null }, disk: '/dev/disk/by-id/ramboot-test-loop', after: 'reboot', grow: true };
+  // What a killed run leaves: a partition of the disk still mounted under the state directory. The
+  // next run unmounts it first (else the disk would be busy).
+  const leftover = join(m.env['RAMBOOT_DEPLOY_STATE'] ?? '', 'mnt');
+  mkdirSync(leftover, { recursive: true });
+  sh('mount', ['-o', 'ro', `${loop}p2`, leftover]);
+  const r2 = await runAgent(m);
+  t.notOk(readFileSync('/proc/self/mounts', 'utf8').includes(m.dir), 'the leftover mount is gone');
+  t.equal(r2.code, 1, 'too big: exit 1');
+  const last = srv.statuses[srv.statuses.length - 1];
+  t.match(`${last?.state} ${last?.stage}: ${last?.message}`, /^failed write: the image is larger than the disk \(100663296 bytes\): no space left after 100663296 bytes$/);
+  t.notOk(existsSync(m.powerLog), 'no reboot');
 });
 
 // ------------------------------------------------------------------------------------------------
