@@ -138,6 +138,8 @@ async function journey(t: Test, shared: Shared, firmware: 'bios' | 'uefi'): Prom
 
   const ev = await timeline(srv, mac);
   const names = ev.map((e) => e.event);
+  const sshdReady = (ev as (TimelineEvent & { time?: string })[]).find((e) => e.event === 'os.sshd.ready')?.time;
+  if (sshdReady) t.comment(`${firmware}: power-on -> sshd.ready event ${((Date.parse(sshdReady) - started) / 1000).toFixed(1)} s`);
   // the whole story, in order
   const story = ['api.registered', 'ipxe.script', 'phone-home.ready', 'deploy.started', 'artifact.fetch', 'deploy.succeeded', 'ipxe.local'];
   let at = -1;
