@@ -242,7 +242,7 @@ t.test('seed endpoints: deploy document, artifact bytes with Range, status repor
   const names = ev.map((e) => e.event).filter((n) => n.startsWith('deploy.') || n === 'artifact.fetch');
   t.same(names.filter((n) => n.startsWith('deploy.')), ['deploy.started', 'deploy.progress', 'deploy.succeeded']);
   t.ok(names.includes('artifact.fetch'), 'artifact fetches are on the timeline');
-  t.match(ev.find((e) => e.event === 'deploy.progress')?.data, { id, bytes: 100, total: 1000, rateBps: 50, etaSeconds: 18, disk: '/dev/vda' });
+  t.match(ev.find((e) => e.event === 'deploy.progress')?.data, { id, stage: 'write', bytes: 100, total: 1000, percent: 10, rateBps: 50, etaSeconds: 18, disk: '/dev/vda' });
   t.match(await (await fetch(`${s.url}/ipxe?mac=${MAC}&platform=efi`)).text(), /exit 1\n$/, 'local now');
 });
 

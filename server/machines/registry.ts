@@ -311,7 +311,16 @@ export class Registry {
     const data = { id: r.id, stage: r.stage, bytes: r.bytes, total: r.total, rateBps: r.rateBps, etaSeconds: r.etaSeconds, seconds: r.seconds, disk: r.disk };
     const what = r.message ? `: ${r.message}` : '';
     if (r.state === 'started') await this.event(mac, { event: 'deploy.started', level: 'info', message: `deploy ${r.id} started${what}`, data });
-    else if (r.state === 'progress') await this.event(mac, { event: 'deploy.progress', level: 'info', message: `deploy ${r.id} ${r.stage ?? ''} ${r.bytes ?? 0}${r.total ? `/${r.total}` : ''} bytes`, data });
+    else if (r.state === 'progress') {
+      // percent too: what the web page's progress bar reads
+      const percent = r.total && r.bytes !== undefined ? Math.min(100, Math.floor((r.bytes / r.total) * 100)) : undefined;
+      await this.event(mac, {
+        event: 'deploy.progress',
+        level: 'info',
+        message: `deploy ${r.id} ${r.stage ?? ''} ${r.bytes ?? 0}${r.total ? `/${r.total}` : ''} bytes${percent !== undefined ? ` (${percent}%)` : ''}`,
+        data: { ...data, percent },
+      });
+    }
     else if (r.state === 'succeeded') {
       await this.event(mac, { event: 'deploy.succeeded', level: 'info', message: `deploy ${r.id} succeeded${what}${flipped ? '; boot switched from once to local' : ''}`, data });
       this.logger.info({ event: 'deploy.succeeded', mac, id: r.id, flippedToLocal: flipped }, `machine ${mac} deployed ${r.id}`);
