@@ -2,6 +2,8 @@ import { Command } from 'commander';
 import { registerServeCommand } from './serve-command.js';
 import { registerBuildCommand } from './build-command.js';
 import { registerMachinesCommand } from './machines-command.js';
+import { registerArtifactsCommand } from './artifacts-command.js';
+import { registerDeployCommand } from './deploy-command.js';
 
 const program = new Command();
 program
@@ -12,5 +14,7 @@ program
 registerServeCommand(program);
 registerBuildCommand(program);
 registerMachinesCommand(program);
+registerArtifactsCommand(program);
+registerDeployCommand(program);
 
 await program.parseAsync(process.argv);

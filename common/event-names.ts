@@ -18,6 +18,11 @@ export const TIMELINE_EVENTS = {
   'cloud-init.user-data': 'the booted OS fetched its NoCloud user-data',
   'phone-home.ready': 'the booted OS reported its host keys and readiness',
   'phone-home.duplicate': 'a second phone-home for a used boot session was refused',
+  'deploy.started': 'the deploy agent in the RAM OS started writing the assigned image to disk',
+  'deploy.progress': 'the deploy agent reported progress (bytes, rate, ETA; at most one per ~2 s)',
+  'deploy.succeeded': 'the image was written and verified; once is switched to local',
+  'deploy.failed': 'the deploy failed at a stage (reason given); the machine stays in the RAM OS',
+  'artifact.fetch': 'the machine fetched (part of) a deploy artifact',
 } as const;
 
 export type FixedEventName = keyof typeof TIMELINE_EVENTS;

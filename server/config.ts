@@ -58,9 +58,9 @@ export const configSchema = z.strictObject({
     .strictObject({
       maxConnections: z.number().int().min(16).max(1_000_000).default(4096),
       headersTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
-      requestTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+      requestTimeoutMs: z.number().int().refine((v) => v === 0 || (v >= 1000 && v <= 86_400_000), 'http.requestTimeoutMs: 0 (no limit) or 1000-86400000').default(0),
     })
-    .default({ maxConnections: 4096, headersTimeoutMs: 30_000, requestTimeoutMs: 60_000 }),
+    .default({ maxConnections: 4096, headersTimeoutMs: 30_000, requestTimeoutMs: 0 }),
   /** ramboot's proxyDHCP (server/dhcp/): boot information for netboot clients, no addresses. */
   proxyDhcp: z
     .strictObject({

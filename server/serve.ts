@@ -17,6 +17,7 @@ import { FileEventLog } from './events/event-log.js';
 import { metricsRouter } from './http/metrics-route.js';
 import { MeteredBooter } from './metrics/metered-booter.js';
 import { Metrics } from './metrics/metrics.js';
+import { ArtifactStore } from './artifacts/artifact-store.js';
 import { createApp } from './http/app.js';
 import type { IpxeFilesDeps } from './http/ipxe-files-route.js';
 import { startDhcpProxy, type DhcpProxy } from './dhcp/server.js';
@@ -99,10 +100,14 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
     cleanups.push(() => cache.close());
     store.onChange((mac) => cache.invalidate(mac));
 
+    const artifacts = new ArtifactStore(join(dataDir, 'artifacts'), logger);
+    await artifacts.init().catch((e: Error) => {
+      throw new StartupError(`cannot set up ${artifacts.dir}: ${e.message}`);
+    });
     let publicUrl = config.publicUrl;
     const registry = new Registry(store, events, images, logger, config.unknownMachines.maxDiscovered, {
       cmdline: (mac, image, kernelArgs) => cmdlineProblem(image, { mac, publicUrl, kernelArgs }),
-    });
+    }, artifacts);
     const metrics = new Metrics(() => registry.list());
     const bus = new EventBus();
     registry.onEvent((mac, ev) => {
@@ -115,13 +120,16 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
 
     const booter = new MeteredBooter(policyBooter, metrics);
     const ipxeFiles = await ipxeFilesDeps(config.tftp.ipxeDir, logger);
-    const app = createApp({ ipxeFiles, metrics, bus, registry, booter, scripts, sessions, images, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
+    const app = createApp({ ipxeFiles, metrics, bus, registry, booter, scripts, sessions, images, artifacts, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     // the header and request timeouts are enforced on this tick (Node's default: 30 s)
     const server = createServer({ connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs) }, app);
     server.keepAliveTimeout = 10_000;
     // Limits on receiving a request (not on streaming a response): a slow client cannot hold sockets.
+    // By default no limit on a whole request's duration (an artifact upload of many GiB takes as long
+    // as it takes); a connection idle for 2 minutes (no byte either way) is closed instead.
     server.requestTimeout = config.http.requestTimeoutMs;
-    server.headersTimeout = Math.min(config.http.headersTimeoutMs, config.http.requestTimeoutMs);
+    server.timeout = 120_000;
+    server.headersTimeout = config.http.requestTimeoutMs > 0 ? Math.min(config.http.headersTimeoutMs, config.http.requestTimeoutMs) : config.http.headersTimeoutMs;
     server.maxConnections = config.http.maxConnections;
     const addr = await listenHttp(server, config.httpListen.host, config.httpListen.port);
     cleanups.push(

@@ -75,7 +75,7 @@ t.test('once: script -> NoCloud seed -> phone-home -> local, and only one phone-
   t.notOk(names.includes('os.os.booted'), 'no double prefix');
   t.equal(events.find((e) => e.event === 'phone-home.duplicate')?.level, 'warning');
 
-  t.match(await script(s.url, `mac=${MAC}&platform=pcbios`), /exit 0/, 'after ready the machine boots its local disk: no loop');
+  t.match(await script(s.url, `mac=${MAC}&platform=pcbios`), /exit 1\n$/, 'after ready the machine boots its local disk: no loop');
   t.notMatch(await script(s.url, `mac=${MAC}&platform=pcbios`), /kernel /);
 });
 
@@ -106,7 +106,7 @@ t.test('unknown machines are discovered and told to boot locally; too little RAM
   const s = await startTestServer(t);
   await writeFakeImage(s.dataDir, 'default', { minRamMiB: 1024 });
   const unknown = await script(s.url, 'mac=02:de:ad:be:ef:01&platform=efi&memsize=4096&uuid=1234-abcd&serial=SN%201');
-  t.match(unknown, /not registered with ramboot.*\nexit 0/);
+  t.match(unknown, /not registered with ramboot[^]*exit 1\n$/);
   const list = (await s.api('GET', '/api/v1/machines')).json as { machines: { mac: string; discovered: boolean; status: { state: string } }[] };
   t.match(list.machines, [{ mac: '02:de:ad:be:ef:01', discovered: true, status: { state: 'discovered' } }]);
   const ev = (await s.api('GET', '/api/v1/machines/02:de:ad:be:ef:01/events')).json as { events: { event: string; data?: Record<string, unknown> }[] };
@@ -148,7 +148,7 @@ t.test('a flood of unknown MACs cannot grow the registry past maxDiscovered', as
   await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [admin], boot: 'local' });
   for (let i = 0; i < 10; i++) {
     const sc = await script(s.url, `mac=02:00:00:00:01:0${i}`);
-    t.match(sc, /exit 0/, 'still answered');
+    t.match(sc, /exit 1\n$/, 'still answered');
   }
   t.equal((await readdir(`${s.dataDir}/machines`)).length, 4, 'registered machine + 3 discovered');
   t.ok((await readdir(`${s.dataDir}/events`)).length <= 4, 'no timeline files for MACs that were not recorded');

@@ -149,7 +149,7 @@ t.test('hand edits are picked up; corrupt files are ignored with a reason', asyn
   await writeFile(file, JSON.stringify({ ...rec, hostname: 'edited', boot: 'local' }, null, 2));
   await s.waitForLog((l) => l.event === 'store.reloaded' && l['mac'] === MAC);
   t.match((await s.api('GET', `/api/v1/machines/${MAC}`)).json, { hostname: 'edited', boot: 'local' });
-  t.match(await (await fetch(`${s.url}/ipxe?mac=${MAC}`)).text(), /exit 0/, 'hand edit changes the boot script (cache invalidated)');
+  t.match(await (await fetch(`${s.url}/ipxe?mac=${MAC}`)).text(), /exit 1\n$/, 'hand edit changes the boot script (cache invalidated)');
 
   await writeFile(file, '{"mac": "aa:bb:cc:00:11:22", "hostname": "trunc');
   const bad = await s.waitForLog((l) => l.event === 'store.invalid-file');

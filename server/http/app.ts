@@ -1,5 +1,6 @@
 import express, { type Express } from 'express';
 import type { Logger } from '../../common/log.js';
+import type { ArtifactStore } from '../artifacts/artifact-store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { Registry } from '../machines/registry.js';
 import { macForIPv4 } from '../net/neighbours.js';
@@ -10,6 +11,8 @@ import { requireToken } from './auth.js';
 import { eventStreamRouter } from './events-stream.js';
 import { metricsRouter } from './metrics-route.js';
 import { uiRouter } from './ui-route.js';
+import { artifactsRouter } from './artifacts-api.js';
+import { deployRouter } from './deploy-routes.js';
 import { errorHandler } from './error-handler.js';
 import { imagesRouter } from './images-route.js';
 import { ipxeFilesRouter, type IpxeFilesDeps } from './ipxe-files-route.js';
@@ -20,6 +23,7 @@ import { seedRouter, type SeedRoutesDeps } from './seed-routes.js';
 export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps {
   apiToken: string;
   images: ImageStore;
+  artifacts: ArtifactStore;
   registry: Registry;
   logger: Logger;
   /** Prometheus metrics: counted for every request, served at GET /metrics (admin token). */
@@ -43,8 +47,12 @@ export function createApp(d: AppDeps): Express {
   app.use(uiRouter());
   if (d.metrics) app.use(metricsRouter(d.metrics, requireToken(d.apiToken)));
   if (d.bus) app.use(eventStreamRouter(d.bus, requireToken(d.apiToken), d.sseHeartbeatMs ? { heartbeatMs: d.sseHeartbeatMs } : {}));
+  // before the admin router: uploads stream to disk, past its JSON body parser and its /api 404
+  app.use(artifactsRouter(d.artifacts, d.registry, d.apiToken));
   app.use(adminRouter(d.registry, d.apiToken));
   app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev) }));
+  // before the seed router, whose /cloud-init/:mac/:token/:file would answer <seed>deploy with 404
+  app.use(deployRouter(d));
   app.use(seedRouter(d));
   if (d.ipxeFiles) app.use(ipxeFilesRouter(d.ipxeFiles));
   app.use(

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler } from 'express';
 import type { Logger } from '../../common/log.js';
+import { ArtifactError, type ArtifactErrorKind } from '../artifacts/artifact-store.js';
 import { RegistryError, type RegistryErrorKind } from '../machines/errors.js';
 import { HttpError } from './http-error.js';
 import { redactUrl } from './request-log.js';
@@ -10,6 +11,13 @@ const REGISTRY_STATUS: Record<RegistryErrorKind, number> = {
   'precondition-failed': 412,
   invalid: 400,
   broken: 409,
+};
+
+const ARTIFACT_STATUS: Record<ArtifactErrorKind, number> = {
+  'invalid-name': 400,
+  'not-found': 404,
+  exists: 412,
+  incomplete: 400,
 };
 
 interface BodyParserError extends Error {
@@ -27,6 +35,7 @@ function sizeText(bytes: number): string {
 export function clientError(err: unknown): { status: number; message: string } | undefined {
   if (err instanceof HttpError) return { status: err.status, message: err.message };
   if (err instanceof RegistryError) return { status: REGISTRY_STATUS[err.kind], message: err.message };
+  if (err instanceof ArtifactError) return { status: ARTIFACT_STATUS[err.kind], message: err.message };
   // a path parameter that is not valid percent-encoding (express decodes them)
   if (err instanceof URIError) return { status: 400, message: 'the URL has invalid percent-encoding' };
   if (!(err instanceof Error)) return undefined;

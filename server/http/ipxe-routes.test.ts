@@ -54,7 +54,7 @@ t.test('the handler hands the firmware facts to the Booter and renders what it d
 t.test('local and refuse decisions become exit scripts and their events', async (t) => {
   let next: BootDecision = { kind: 'local', reason: 'is set to boot from its local disk', machine };
   const s = await serve(t, () => next);
-  t.match((await s.get(`mac=${MAC}`)).text, /boot from its local disk[^]*exit 0\n$/);
+  t.match((await s.get(`mac=${MAC}`)).text, /boot from its local disk[^]*exit 1\n$/);
   next = { kind: 'refuse', reason: 'this machine has 100 MiB of RAM', detail: 'detail for the admin' };
   const refused = await s.get(`mac=${MAC}&memsize=100`);
   t.match(refused.text, /NOT BOOTING 52:54:00:12:34:56: this machine has 100 MiB of RAM/);

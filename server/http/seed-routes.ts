@@ -3,15 +3,14 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { OS_EVENT_RE, osEventName } from '../../common/event-names.js';
 import type { Logger } from '../../common/log.js';
-import { tryParseMac, type Mac } from '../../common/mac.js';
 import { metaData, networkConfig, userData, vendorData } from '../boot/cloud-config.js';
 import { hostKeysFromPhoneHome } from '../boot/host-keys.js';
 import { seedUrl, TOKEN_PLACEHOLDER } from '../boot/ipxe-scripts.js';
 import type { RenderCache } from '../boot/render-cache.js';
-import type { SessionInfo, SessionMinter } from '../boot/sessions.js';
+import type { SessionMinter } from '../boot/sessions.js';
 import { hostnameProblem } from '../machines/hostname.js';
-import { isSessionUsed, type MachineRecord } from '../machines/model.js';
 import { etagOf, type Registry } from '../machines/registry.js';
+import { liveSession, type LiveSession } from './live-session.js';
 import { pathParam } from './params.js';
 
 export interface SeedRoutesDeps {
@@ -40,34 +39,12 @@ const eventBody = z.strictObject({
 
 const SEED_FILES = ['meta-data', 'user-data', 'vendor-data', 'network-config'];
 
-interface LiveSession {
-  mac: Mac;
-  machine: MachineRecord;
-  session: SessionInfo;
-  token: string;
-}
-
 /** NoCloud seed under <public-url>/cloud-init/{mac}/{token}/: served only with a live boot session token. */
 export function seedRouter(d: SeedRoutesDeps): Router {
   const r = Router();
   const log = d.logger;
 
-  /** Resolve :mac/:token to a live session, or answer 404 (and log) and return undefined. */
-  const live = (req: Request, res: Response): LiveSession | undefined => {
-    const mac = tryParseMac(pathParam(req, 'mac'));
-    const token = pathParam(req, 'token');
-    if (mac) res.locals['mac'] = mac;
-    const result = mac ? d.sessions.verify(mac, token) : ({ ok: false, reason: 'malformed' } as const);
-    const machine = mac ? d.registry.get(mac) : undefined;
-    const used = result.ok && machine ? isSessionUsed(machine.status, result.session) : false;
-    if (!mac || !result.ok || !machine || (used && req.method === 'GET')) {
-      const reason = !mac ? 'bad MAC' : !result.ok ? result.reason : !machine ? 'machine not registered' : 'session already phoned home';
-      log.warn({ event: 'seed.refused', mac: mac ?? undefined, client: req.ip, reason, path: req.path.split('/').pop() }, `refused NoCloud request: ${reason}`);
-      res.status(404).type('text/plain').send('not found\n');
-      return undefined;
-    }
-    return { mac, machine, session: result.session, token };
-  };
+  const live = (req: Request, res: Response): LiveSession | undefined => liveSession(d, req, res, { refuseAfterPhoneHome: true });
 
   const renderUserData = (s: LiveSession): string => {
     const key = `ud|${etagOf(s.machine)}|${d.publicUrl()}`;

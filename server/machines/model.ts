@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { jsonDepth, MAX_JSON_DEPTH } from '../../common/json-limits.js';
@@ -45,6 +46,84 @@ const userData = z
 
 const imageName = z.string().regex(IMAGE_NAME_RE, 'image name: lower-case letters, digits, ".", "_", "-" (max 63)');
 
+const HEX64 = /^[0-9a-f]{64}$/;
+const DISK_PATH_RE = /^\/dev\/disk\/by-(id|path)\/[A-Za-z0-9._:+@=-]{1,200}$/;
+/** Printable ASCII, no quotes or backslashes: the agent matches these against lsblk output. */
+const diskText = z.string().min(1).max(128).regex(/^[\x20-\x7e]+$/, 'printable ASCII').refine((v) => !/["\\]/.test(v), 'no quotes or backslashes');
+
+export const DEPLOY_AFTER = ['reboot', 'poweroff', 'stay'] as const;
+
+/** Which disk the agent writes: "auto" (the only non-removable disk), a stable /dev/disk path, or a match. */
+export const deployDiskSchema = z.union([
+  z.literal('auto'),
+  z
+    .string()
+    .regex(DISK_PATH_RE, 'disk: "auto", /dev/disk/by-id/NAME or /dev/disk/by-path/NAME')
+    .refine((v) => !/\/\.\.?$/.test(v), 'disk: "." and ".." are not device names'),
+  z
+    .strictObject({
+      serial: diskText.optional(),
+      model: diskText.optional(),
+      minSizeGiB: z.number().positive().max(1 << 20).optional(),
+    })
+    .refine((v) => v.serial !== undefined || v.model !== undefined || v.minSizeGiB !== undefined, 'disk: give serial, model or minSizeGiB'),
+]);
+export type DeployDisk = z.infer<typeof deployDiskSchema>;
+
+const deployUrl = z
+  .string()
+  .max(2048)
+  .regex(/^[\x21-\x7e]+$/, 'url: printable ASCII without spaces')
+  .refine((v) => {
+    try {
+      const u = new URL(v);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    } catch {
+      return false;
+    }
+  }, 'url: an absolute http:// or https:// URL');
+
+const deployFields = {
+  artifact: z.string().regex(IMAGE_NAME_RE, 'artifact: an artifact name (lower-case letters, digits, ".", "_", "-")').optional(),
+  url: deployUrl.optional(),
+  sha256: z.string().regex(HEX64, 'sha256: 64 lower-case hex digits').optional(),
+  disk: deployDiskSchema.default('auto'),
+  after: z.enum(DEPLOY_AFTER).default('reboot'),
+  grow: z.boolean().default(false),
+};
+
+function deploySourceCheck(v: { artifact?: string | undefined; url?: string | undefined; sha256?: string | undefined }, ctx: z.RefinementCtx): void {
+  if ((v.artifact === undefined) === (v.url === undefined)) ctx.addIssue({ code: 'custom', message: 'deploy: give either artifact or url (with sha256)' });
+  else if (v.url !== undefined && v.sha256 === undefined) ctx.addIssue({ code: 'custom', message: 'deploy: url needs its sha256' });
+  else if (v.artifact !== undefined && v.sha256 !== undefined) ctx.addIssue({ code: 'custom', message: 'deploy: sha256 comes from the artifact store; do not give it with artifact' });
+}
+
+/** A deploy as an admin sets it (PUT/PATCH). */
+export const deploySpecSchema = z.strictObject(deployFields).superRefine(deploySourceCheck);
+export type DeploySpec = z.infer<typeof deploySpecSchema>;
+
+/** A new deploy attempt id: the agent and the status reports name the attempt by it. */
+export const newDeployId = (): string => randomBytes(9).toString('base64url');
+
+/** A deploy as stored: the spec plus the attempt id the server assigned when it was set. */
+export const deployRecordSchema = z
+  .strictObject({ ...deployFields, id: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/).default(newDeployId), setAt: z.string().optional() })
+  .superRefine(deploySourceCheck);
+export type DeployRecord = z.infer<typeof deployRecordSchema>;
+
+/** The outcome of the last finished deploy attempt (written on succeeded / failed). */
+export const deployStatusSchema = z.strictObject({
+  id: z.string(),
+  state: z.enum(['succeeded', 'failed']),
+  finishedAt: z.string(),
+  bytes: z.number().nonnegative().optional(),
+  seconds: z.number().nonnegative().optional(),
+  stage: z.string().optional(),
+  message: z.string().optional(),
+  disk: z.string().optional(),
+});
+export type DeployStatus = z.infer<typeof deployStatusSchema>;
+
 /** Body of PUT /api/v1/machines/{mac}. */
 export const machineSpecSchema = z.strictObject({
   hostname: hostname.optional(),
@@ -53,6 +132,7 @@ export const machineSpecSchema = z.strictObject({
   image: imageName.default('default'),
   kernelArgs: kernelArgs.default(''),
   userData: userData.default({}),
+  deploy: deploySpecSchema.optional(),
 });
 export type MachineSpec = z.infer<typeof machineSpecSchema>;
 
@@ -64,6 +144,7 @@ export const machinePatchSchema = z.strictObject({
   image: imageName.optional(),
   kernelArgs: kernelArgs.nullable().optional(),
   userData: userData.nullable().optional(),
+  deploy: deploySpecSchema.nullable().optional(),
 });
 export type MachinePatch = z.infer<typeof machinePatchSchema>;
 
@@ -82,6 +163,8 @@ export const machineStatusSchema = z.object({
    * session expiring earlier is older: it can never phone home again, however many came after it.
    */
   sessionsUsedUntil: z.iso.datetime().optional(),
+  /** The last deploy attempt that finished. */
+  deploy: deployStatusSchema.optional(),
 });
 export type MachineStatus = z.infer<typeof machineStatusSchema>;
 
@@ -94,6 +177,7 @@ export const machineRecordSchema = z.strictObject({
   image: imageName.default('default'),
   kernelArgs: kernelArgs.default(''),
   userData: userData.default({}),
+  deploy: deployRecordSchema.optional(),
   /** Created by an unknown MAC asking to boot; false once an admin registers it. */
   discovered: z.boolean().default(false),
   createdAt: z.string().default(() => new Date().toISOString()),

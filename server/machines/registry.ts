@@ -7,10 +7,32 @@ import type { BrokenRecord, MachineStore } from '../store/store.js';
 import { EventBudget } from '../events/rate-limit.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { notRegistered, RegistryError } from './errors.js';
-import { isSessionUsed, machineRecordSchema, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
+import { isSessionUsed, machineRecordSchema, newDeployId, type DeploySpec, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
 
 /** Session ids remembered per machine (for sessions that expire in the same second as the newest used one). */
 const USED_SESSIONS_KEPT = 64;
+
+/** What the registry needs to know about deploy artifacts (server/artifacts implements it). */
+export interface ArtifactLookup {
+  has(name: string): Promise<boolean>;
+}
+
+/** A status report of the deploy agent (POST <seed>deploy/status), validated by the route. */
+export interface DeployReport {
+  id: string;
+  state: 'started' | 'progress' | 'succeeded' | 'failed';
+  stage?: string;
+  message?: string;
+  bytes?: number;
+  total?: number;
+  rateBps?: number;
+  etaSeconds?: number;
+  seconds?: number;
+  disk?: string;
+}
+
+/** accepted; stale: not the machine's current attempt; finished: the attempt already succeeded or failed. */
+export type DeployReportOutcome = 'accepted' | 'stale' | 'finished' | 'unknown';
 
 export interface PhoneHomeReport {
   sessionId: string;
@@ -43,6 +65,7 @@ export class Registry {
     private readonly logger: Logger,
     private readonly maxDiscovered: number,
     private readonly checks: RegistryChecks = {},
+    private readonly artifacts?: ArtifactLookup,
   ) {
     for (const r of store.list()) if (r.discovered) this.discovered.add(r.mac);
     store.onChange((mac) => {
@@ -140,6 +163,7 @@ export class Registry {
   async put(mac: Mac, spec: MachineSpec, explicitImage: boolean, pre: WritePreconditions = {}): Promise<{ record: MachineRecord; created: boolean }> {
     if (explicitImage) await this.requireImage(spec.image);
     await this.checkCmdline(mac, spec.image, spec.kernelArgs);
+    if (spec.deploy) await this.requireArtifact(spec.deploy);
     let created = false;
     const rec = await this.store.update(mac, (cur) => {
       this.checkIfMatch(cur, pre.ifMatch);
@@ -149,6 +173,8 @@ export class Registry {
       return machineRecordSchema.parse({
         mac,
         ...spec,
+        // every deploy set is a new attempt
+        deploy: spec.deploy ? { ...spec.deploy, id: newDeployId(), setAt: now } : undefined,
         discovered: false,
         createdAt: cur?.createdAt ?? now,
         updatedAt: now,
@@ -167,6 +193,7 @@ export class Registry {
     if (cur && (patch.image !== undefined || patch.kernelArgs !== undefined)) {
       await this.checkCmdline(mac, patch.image ?? cur.image, patch.kernelArgs === null ? '' : patch.kernelArgs ?? cur.kernelArgs);
     }
+    if (patch.deploy) await this.requireArtifact(patch.deploy);
     const rec = await this.store.update(mac, (cur) => {
       if (!cur) throw this.missing(mac);
       this.checkIfMatch(cur, ifMatch);
@@ -176,6 +203,8 @@ export class Registry {
         if (v === null) delete next[k];
         else next[k] = v;
       }
+      // every deploy set is a new attempt
+      if (patch.deploy) next['deploy'] = { ...patch.deploy, id: newDeployId(), setAt: new Date().toISOString() };
       if (cur.discovered) {
         next['discovered'] = false;
         next['status'] = { ...cur.status, state: 'registered' };
@@ -217,6 +246,11 @@ export class Registry {
   missing(mac: Mac): RegistryError {
     const b = this.store.brokenFor(mac);
     return b ? new RegistryError('broken', `machine ${mac}: its file ${b.file} is invalid (${b.reason}); fix it, or PUT the machine again (the bad file is kept in quarantine/)`) : notRegistered(mac);
+  }
+
+  private async requireArtifact(deploy: DeploySpec): Promise<void> {
+    if (deploy.artifact === undefined) return;
+    if (!this.artifacts || !(await this.artifacts.has(deploy.artifact))) throw new RegistryError('invalid', `deploy.artifact: no artifact "${deploy.artifact}" (upload it first: PUT /api/v1/artifacts/${deploy.artifact})`);
   }
 
   private async requireImage(name: string): Promise<void> {
@@ -269,7 +303,8 @@ export class Registry {
       }
       const until = cur.status.sessionsUsedUntil ? Date.parse(cur.status.sessionsUsedUntil) : 0;
       outcome = 'accepted';
-      flipped = cur.boot === 'once';
+      // with a deploy assigned, the deploy's success flips once to local, not the OS being up
+      flipped = cur.boot === 'once' && !cur.deploy;
       const now = new Date().toISOString();
       return machineRecordSchema.parse({
         ...cur,
@@ -307,6 +342,69 @@ export class Registry {
     }
     return outcome;
   }
+
+  /**
+   * The deploy agent reports on attempt `r.id`. Only the machine's current attempt is accepted, and
+   * only until it succeeded or failed. started/progress go to the timeline only (no record write);
+   * succeeded/failed are recorded in status.deploy, and succeeded flips once to local.
+   */
+  async deployReport(mac: Mac, r: DeployReport): Promise<DeployReportResult> {
+    let outcome: DeployReportOutcome = 'unknown';
+    let flipped = false;
+    const check = (cur: MachineRecord | undefined): DeployReportOutcome => {
+      if (!cur) return 'unknown';
+      if (cur.deploy?.id !== r.id) return 'stale';
+      if (cur.status.deploy?.id === r.id) return 'finished';
+      return 'accepted';
+    };
+    if (r.state === 'started' || r.state === 'progress') {
+      outcome = check(this.store.get(mac));
+    } else {
+      await this.store.update(mac, (cur) => {
+        outcome = check(cur);
+        if (outcome !== 'accepted' || !cur) return undefined;
+        const now = new Date().toISOString();
+        flipped = r.state === 'succeeded' && cur.boot === 'once';
+        return machineRecordSchema.parse({
+          ...cur,
+          boot: flipped ? 'local' : cur.boot,
+          updatedAt: now,
+          revision: cur.revision + 1,
+          status: {
+            ...cur.status,
+            deploy: { id: r.id, state: r.state, finishedAt: now, bytes: r.bytes, seconds: r.seconds, stage: r.stage, message: r.message, disk: r.disk },
+          },
+        });
+      });
+    }
+    if (outcome !== 'accepted') return { outcome, flipped };
+    const data = { id: r.id, stage: r.stage, bytes: r.bytes, total: r.total, rateBps: r.rateBps, etaSeconds: r.etaSeconds, seconds: r.seconds, disk: r.disk };
+    const what = r.message ? `: ${r.message}` : '';
+    if (r.state === 'started') await this.event(mac, { event: 'deploy.started', level: 'info', message: `deploy ${r.id} started${what}`, data });
+    else if (r.state === 'progress') {
+      // percent too: what the web page's progress bar reads
+      const percent = r.total && r.bytes !== undefined ? Math.min(100, Math.floor((r.bytes / r.total) * 100)) : undefined;
+      await this.event(mac, {
+        event: 'deploy.progress',
+        level: 'info',
+        message: `deploy ${r.id} ${r.stage ?? ''} ${r.bytes ?? 0}${r.total ? `/${r.total}` : ''} bytes${percent !== undefined ? ` (${percent}%)` : ''}`,
+        data: { ...data, percent },
+      });
+    }
+    else if (r.state === 'succeeded') {
+      await this.event(mac, { event: 'deploy.succeeded', level: 'info', message: `deploy ${r.id} succeeded${what}${flipped ? '; boot switched from once to local' : ''}`, data });
+      this.logger.info({ event: 'deploy.succeeded', mac, id: r.id, flippedToLocal: flipped }, `machine ${mac} deployed ${r.id}`);
+    } else {
+      await this.event(mac, { event: 'deploy.failed', level: 'error', message: `deploy ${r.id} failed at ${r.stage ?? 'an unknown stage'}${what}`, data });
+      this.logger.warn({ event: 'deploy.failed', mac, id: r.id, stage: r.stage, reason: r.message }, `machine ${mac}: deploy ${r.id} failed at ${r.stage ?? '?'}`);
+    }
+    return { outcome, flipped };
+  }
+}
+
+export interface DeployReportResult {
+  outcome: DeployReportOutcome;
+  flipped: boolean;
 }
 
 /** Checks the registry runs on writes that need knowledge it does not own (the public URL, say). */
