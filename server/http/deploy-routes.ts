@@ -119,7 +119,7 @@ export function deployRouter(d: DeployRoutesDeps): Router {
         event: 'artifact.fetch',
         level: 'info',
         message: `fetched artifact ${name} (${res.statusCode}${req.get('range') ? `, ${printable(req.get('range') ?? '').slice(0, 64)}` : ''}) in ${Date.now() - started} ms`,
-        data: { artifact: name, status: res.statusCode, range: req.get('range'), ms: Date.now() - started, client: req.ip },
+        data: { artifact: name, status: res.statusCode, range: req.get('range'), bytes: Number(res.getHeader('content-length') ?? 0), ms: Date.now() - started, client: req.ip },
       });
     });
     stream.pipe(res);

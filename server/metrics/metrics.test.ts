@@ -59,3 +59,16 @@ t.test('TFTP requests dropped by a limit count as refused transfers', async (t) 
   m.tftpRefused();
   t.equal(await sample(m, 'ramboot_tftp_transfers_total', { result: 'refused' }), 1);
 });
+
+t.test('deploys: artifact bytes and the deploy stage come from the timeline', async (t) => {
+  const m = new Metrics(() => []);
+  m.timelineEvent(MAC, { ...at(0, 'deploy.started') });
+  m.timelineEvent(MAC, { ...at(1, 'artifact.fetch'), data: { artifact: 'disk', bytes: 4096 } });
+  m.timelineEvent(MAC, { ...at(1, 'artifact.fetch'), data: { artifact: 'disk', bytes: 1024 } });
+  m.timelineEvent(MAC, { ...at(9, 'deploy.succeeded') });
+  t.equal(await sample(m, 'ramboot_artifact_bytes_total', { artifact: 'disk' }), 5120);
+  t.equal(await sample(m, 'ramboot_boot_stage_duration_seconds_sum', { stage: 'deploy' }), 9);
+  m.timelineEvent(MAC, { ...at(20, 'deploy.started') });
+  m.timelineEvent(MAC, { ...at(25, 'deploy.failed') });
+  t.equal(await sample(m, 'ramboot_boot_stage_duration_seconds_count', { stage: 'deploy' }), 1, 'a failed deploy is not timed as done');
+});

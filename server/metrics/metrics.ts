@@ -46,6 +46,9 @@ export class Metrics {
   private readonly tftpRetransmits: Counter;
   private readonly imageBytes: Counter<'image' | 'file'>;
   private readonly dhcpReplies: Counter<'outcome' | 'client'>;
+  private readonly artifactBytes: Counter<'artifact'>;
+  /** deploy.started time per MAC, for the deploy stage. */
+  private readonly deployStarted = new Map<string, number>();
   private readonly bootStage: Histogram<'stage'>;
   private readonly bootTotal: Histogram;
   private readonly bootEvents: Counter<'event'>;
@@ -69,6 +72,7 @@ export class Metrics {
     this.tftpBytes = new Counter({ name: 'ramboot_tftp_bytes_total', help: 'Bytes sent over TFTP', registers });
     this.tftpRetransmits = new Counter({ name: 'ramboot_tftp_retransmits_total', help: 'TFTP DATA packets sent again after a timeout', registers });
     this.dhcpReplies = new Counter({ name: 'ramboot_dhcp_requests_total', help: 'proxyDHCP requests from netboot clients, by outcome (offer, ignored) and client (bios, efi, http, ipxe)', labelNames: ['outcome', 'client'], registers });
+    this.artifactBytes = new Counter({ name: 'ramboot_artifact_bytes_total', help: 'Bytes of deploy artifacts served to booted machines', labelNames: ['artifact'], registers });
     this.imageBytes = new Counter({ name: 'ramboot_image_bytes_total', help: 'Bytes of image files served over HTTP', labelNames: ['image', 'file'], registers });
     this.bootStage = new Histogram({
       name: 'ramboot_boot_stage_duration_seconds',
@@ -137,6 +141,7 @@ export class Metrics {
     this.bootEvents.inc({ event: ev.event.startsWith('os.') ? 'os' : ev.event });
     const t = Date.parse(ev.time);
     if (!Number.isFinite(t)) return;
+    if (this.deployEvent(mac, ev, t)) return;
     if (ev.event === 'ipxe.script') {
       this.clocks.delete(mac); // re-insert: Map order is the eviction order
       this.clocks.set(mac, { scriptAt: t });
@@ -159,6 +164,29 @@ export class Metrics {
       this.bootTotal.observe(sec(t - c.scriptAt));
       this.clocks.delete(mac);
     }
+  }
+
+  /** Artifact bytes, and the deploy stage (deploy.started -> deploy.succeeded). True when the event was one of these. */
+  private deployEvent(mac: Mac, ev: MachineEvent, t: number): boolean {
+    if (ev.event === 'artifact.fetch') {
+      const bytes = Number(ev.data?.['bytes'] ?? 0);
+      const artifact = typeof ev.data?.['artifact'] === 'string' ? ev.data['artifact'] : 'unknown';
+      if (Number.isFinite(bytes) && bytes > 0) this.artifactBytes.inc({ artifact }, bytes);
+      return true;
+    }
+    if (ev.event === 'deploy.started') {
+      this.deployStarted.delete(mac);
+      this.deployStarted.set(mac, t);
+      if (this.deployStarted.size > MAX_TIMED_BOOTS) this.deployStarted.delete(this.deployStarted.keys().next().value!);
+      return true;
+    }
+    if (ev.event === 'deploy.succeeded' || ev.event === 'deploy.failed') {
+      const started = this.deployStarted.get(mac);
+      this.deployStarted.delete(mac);
+      if (ev.event === 'deploy.succeeded' && started !== undefined) this.bootStage.observe({ stage: 'deploy' }, sec(t - started));
+      return true;
+    }
+    return false;
   }
 
   /** The image stage ends at the last file fetched before the OS first speaks. */
