@@ -238,7 +238,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
 
   t.test('progress events service', async (t) => {
     t.equal(linkOf(root, 'usr/local/sbin/ramboot-report'), '../lib/ramboot/ramboot-report');
-    for (const f of ['ramboot-report', 'ramboot-seed-url', 'ramboot-report-boot']) {
+    for (const f of ['ramboot-report', 'ramboot-seed-url', 'ramboot-report-boot', 'ramboot-report-hostkeys']) {
       t.equal(statSync(join(root, 'usr/local/lib/ramboot', f)).mode & 0o777, 0o755, f);
     }
     for (const [unit, arg] of [['ramboot-report-booted.service', 'booted'], ['ramboot-report-sshd.service', 'sshd']] as const) {

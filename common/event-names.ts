@@ -16,6 +16,7 @@ export const TIMELINE_EVENTS = {
   'ipxe.refused': 'iPXE was told why the machine cannot boot ramboot',
   'image.fetch': 'the machine fetched a file of its image',
   'cloud-init.user-data': 'the booted OS fetched its NoCloud user-data',
+  'host-keys.reported': 'the booted OS reported its SSH host keys as soon as sshd ran (known_hosts is served from then on)',
   'phone-home.ready': 'the booted OS reported its host keys and readiness',
   'phone-home.duplicate': 'a second phone-home for a used boot session was refused',
   'deploy.started': 'the deploy agent in the RAM OS started writing the assigned image to disk',

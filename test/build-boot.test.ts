@@ -229,5 +229,10 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
     const ev = (await srv.api('GET', `/api/v1/machines/${MAC}/events`)).json as { events: { event: string }[] };
     const names = ev.events.map((e) => e.event);
     for (const name of ['ipxe.script', 'cloud-init.user-data', 'os.booted', 'phone-home.ready']) t.ok(names.includes(name), `timeline has ${name}`);
+    if (flavour === 'cloud') {
+      // the host keys arrive as soon as sshd runs, well before cloud-init's phone_home
+      const early = names.indexOf('host-keys.reported');
+      t.ok(early >= 0 && early < names.indexOf('phone-home.ready'), 'host keys reported before phone-home: known_hosts is served when SSH is up');
+    }
   }
 }

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
 import { requirements } from '../../test/lib/requirements.js';
 import { tempDir } from '../../test/lib/temp-dir.js';
+import { startTestServer, writeFakeImage } from '../../test/lib/in-process-server.js';
+import { makeKeyPair } from '../../test/lib/ssh-keys.js';
 
 const FILES = join(hooksDir(), 'files');
 
@@ -145,6 +147,58 @@ t.test('ramboot-report-boot booted: os.booted with kernel and uptime', async (t)
   t.equal(r.status, 0, r.stderr);
   t.match(readFileSync(join(dir, 'args'), 'utf8'), /^os\.booted\|kernel \S+, up [0-9.]+s\|$/);
   t.equal(spawnSync(join(FILES, 'ramboot-report-boot'), ['nope']).status, 2);
+});
+
+t.test('ramboot-report-boot sshd: host keys first (known_hosts is ready), then sshd.ready', async (t) => {
+  const dir = tempDir(t, 'report-boot-sshd');
+  const calls = join(dir, 'calls');
+  const fakeReport = join(dir, 'report');
+  const fakeKeys = join(dir, 'hostkeys');
+  writeFileSync(fakeReport, `#!/bin/sh\nprintf 'report %s\\n' "$1" >> "${calls}"\n`, { mode: 0o755 });
+  writeFileSync(fakeKeys, `#!/bin/sh\necho hostkeys >> "${calls}"\n`, { mode: 0o755 });
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  // a systemctl that says ssh.service is active
+  writeFileSync(join(bin, 'systemctl'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  const r = spawnSync(join(FILES, 'ramboot-report-boot'), ['sshd'], { encoding: 'utf8', env: { PATH: `${bin}:${process.env['PATH'] ?? ''}`, RAMBOOT_REPORT: fakeReport, RAMBOOT_REPORT_HOSTKEYS: fakeKeys } });
+  t.equal(r.status, 0, r.stderr);
+  t.equal(readFileSync(calls, 'utf8'), 'hostkeys\nreport sshd.ready\n', 'keys before the event');
+});
+
+t.test('ramboot-report-hostkeys: the real server stores the keys at once; known_hosts is served before phone-home', async (t) => {
+  const s = await startTestServer(t);
+  await writeFakeImage(s.dataDir, 'default');
+  const mac = '52:54:00:0e:0e:01';
+  await s.api('PUT', `/api/v1/machines/${mac}`, { sshKeys: [makeKeyPair().pub], hostname: 'early', boot: 'once' });
+  const script = await (await fetch(`${s.url}/ipxe?mac=${mac}`)).text();
+  const seedPath = new URL(/;s=(\S+\/)/.exec(script)![1]!).pathname;
+  const ssh = tempDir(t, 'hostkeys-dir');
+  const ed = makeKeyPair('ed25519', undefined, 'root@early').pub;
+  const ec = makeKeyPair('ecdsa', 256, 'root@early').pub;
+  writeFileSync(join(ssh, 'ssh_host_ed25519_key.pub'), `${ed}\n`);
+  writeFileSync(join(ssh, 'ssh_host_ecdsa_key.pub'), `${ec}\n`);
+  const env = { PATH: process.env['PATH'] ?? '', RAMBOOT_SSH_DIR: ssh, RAMBOOT_CMDLINE: `quiet ds=nocloud-net;s=${s.url}${seedPath}`, RAMBOOT_REPORT_TRIES: '2' };
+  const run = () => new Promise<{ code: number | null; out: string }>((resolve) => {
+    const p = spawn(join(FILES, 'ramboot-report-hostkeys'), [], { env });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => resolve({ code, out }));
+  });
+  const first = await run();
+  t.equal(first.code, 0);
+  t.match(first.out, /host keys sent/);
+  const two = (k: string) => k.split(' ').slice(0, 2).join(' ');
+  t.equal((await s.api('GET', `/api/v1/machines/${mac}/known_hosts`)).text, `127.0.0.1,early ${two(ed)}\n127.0.0.1,early ${two(ec)}\n`);
+  t.match((await s.api('GET', `/api/v1/machines/${mac}`)).json, { boot: 'once', status: { state: 'registered' } }, 'nothing else changes: not ready, not flipped');
+  const events = ((await s.api('GET', `/api/v1/machines/${mac}/events`)).json as { events: { event: string }[] }).events.map((e) => e.event);
+  t.ok(events.includes('host-keys.reported'));
+  // after the session phoned home, its host-keys reports are refused (the phone-home has the last word)
+  t.equal((await fetch(`${s.url}${seedPath}phone-home`, { method: 'POST', body: new URLSearchParams({ pub_key_ed25519: ed }) })).status, 200);
+  const late = await run();
+  t.match(late.out, /refused by the server \(HTTP 409\)/);
+  const bad = await fetch(`${s.url}${seedPath}host-keys`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ keys: ['not a key'] }) });
+  t.equal(bad.status, 400);
 });
 
 t.test('ramboot-hostname: ramboot-<boot MAC> only while the name is the placeholder', async (t) => {

@@ -2,11 +2,10 @@ import { isIP } from 'node:net';
 import { hostnameProblem } from '../machines/hostname.js';
 import { parseSshPublicKey } from '../machines/ssh-key.js';
 
-/** Host keys from a cloud-init phone_home post (values "N/A" or garbage are skipped). */
-export function hostKeysFromPhoneHome(body: Record<string, unknown>): string[] {
+/** "<type> <base64>" of each string that is an SSH public key; anything else ("N/A", garbage) is skipped. */
+export function validHostKeys(values: readonly unknown[]): string[] {
   const keys: string[] = [];
-  for (const field of ['pub_key_ed25519', 'pub_key_ecdsa', 'pub_key_rsa']) {
-    const v = body[field];
+  for (const v of values) {
     if (typeof v !== 'string' || v.trim() === '' || v.trim() === 'N/A') continue;
     try {
       const k = parseSshPublicKey(v.trim());
@@ -16,6 +15,11 @@ export function hostKeysFromPhoneHome(body: Record<string, unknown>): string[] {
     }
   }
   return keys;
+}
+
+/** Host keys from a cloud-init phone_home post. */
+export function hostKeysFromPhoneHome(body: Record<string, unknown>): string[] {
+  return validHostKeys(['pub_key_ed25519', 'pub_key_ecdsa', 'pub_key_rsa'].map((field) => body[field]));
 }
 
 /**

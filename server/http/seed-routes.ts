@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { OS_EVENT_RE, osEventName } from '../../common/event-names.js';
 import type { Logger } from '../../common/log.js';
 import { metaData, networkConfig, userData, vendorData } from '../boot/cloud-config.js';
-import { hostKeysFromPhoneHome } from '../boot/host-keys.js';
+import { hostKeysFromPhoneHome, validHostKeys } from '../boot/host-keys.js';
 import { seedUrl, TOKEN_PLACEHOLDER } from '../boot/ipxe-scripts.js';
 import type { RenderCache } from '../boot/render-cache.js';
 import type { SessionMinter } from '../boot/sessions.js';
@@ -36,6 +36,8 @@ const eventBody = z.strictObject({
   event: z.string().regex(OS_EVENT_RE, 'event: 1-64 chars of a-z 0-9 . _ -'),
   message: z.string().max(1024).optional(),
 });
+
+const hostKeysBody = z.strictObject({ keys: z.array(z.string().max(16_384)).min(1).max(8) });
 
 const SEED_FILES = ['meta-data', 'user-data', 'vendor-data', 'network-config'];
 
@@ -87,6 +89,22 @@ export function seedRouter(d: SeedRoutesDeps): Router {
     const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
     if (outcome === 'accepted') res.status(200).type('text/plain').send('ok\n');
     else if (outcome === 'duplicate') res.status(409).type('text/plain').send('this boot session already phoned home\n');
+    else res.status(404).type('text/plain').send('not found\n');
+  });
+
+  r.post('/cloud-init/:mac/:token/host-keys', express.json({ limit: '8kb' }), async (req, res) => {
+    const s = live(req, res);
+    if (!s) return;
+    const parsed = hostKeysBody.safeParse(req.body);
+    const hostKeys = parsed.success ? validHostKeys(parsed.data.keys) : [];
+    if (hostKeys.length === 0) {
+      res.status(400).json({ error: 'body must be {"keys": ["<type> <base64>", ...]} with at least one valid SSH public key' });
+      return;
+    }
+    const ip = req.ip?.replace(/^::ffff:/, '');
+    const outcome = await d.registry.hostKeys(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, ip: ip && isIP(ip) ? ip : undefined });
+    if (outcome === 'accepted') res.status(204).end();
+    else if (outcome === 'used') res.status(409).type('text/plain').send('this boot session already phoned home\n');
     else res.status(404).type('text/plain').send('not found\n');
   });
 

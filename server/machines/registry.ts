@@ -289,6 +289,38 @@ export class Registry {
   }
 
   /**
+   * The booted OS reports its SSH host keys as soon as sshd runs, before cloud-init's phone-home,
+   * so known_hosts is there when SSH is. The same trust as phone-home (a live session of this
+   * machine that has not phoned home yet); stores the keys and the address, changes nothing else.
+   */
+  async hostKeys(mac: Mac, report: Omit<PhoneHomeReport, 'hostname'>): Promise<'accepted' | 'used' | 'unknown'> {
+    let outcome = 'unknown' as 'accepted' | 'used' | 'unknown';
+    await this.store.update(mac, (cur) => {
+      if (!cur) return undefined;
+      if (isSessionUsed(cur.status, { id: report.sessionId, expiresAt: report.sessionExpiresAt })) {
+        outcome = 'used';
+        return undefined;
+      }
+      outcome = 'accepted';
+      return machineRecordSchema.parse({
+        ...cur,
+        updatedAt: new Date().toISOString(),
+        revision: cur.revision + 1,
+        status: { ...cur.status, ip: report.ip, hostKeys: report.hostKeys },
+      });
+    });
+    if (outcome === 'accepted') {
+      await this.event(mac, {
+        event: 'host-keys.reported',
+        level: 'info',
+        message: `sshd is up${report.ip ? ` at ${report.ip}` : ''} with ${report.hostKeys.length} host key(s); known_hosts is ready`,
+        data: { ip: report.ip, session: report.sessionId.slice(0, 8) },
+      });
+    }
+    return outcome;
+  }
+
+  /**
    * The booted OS reports in. First phone-home of a session wins: stores host keys, marks the
    * machine ready and flips `once` to `local`. Later ones are refused and recorded as warnings.
    */
