@@ -1,4 +1,8 @@
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Command, CommanderError } from 'commander';
 
 /**
@@ -60,6 +64,17 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Statuses returned to the caller instead of thrown (e.g. 404 when absence is an answer). */
   allow?: readonly number[];
+  /** Further statuses reported as an invalid request (exit 2), e.g. 412 for If-None-Match: *. */
+  invalid?: readonly number[];
+}
+
+export interface StreamRequestOptions extends Omit<RequestOptions, 'body'> {
+  /** The body's length in bytes (sent as content-length). */
+  length: number;
+  /** Content type of the body (default application/octet-stream). */
+  contentType?: string;
+  /** Transforms the body passes through on its way (e.g. a byte counter for a progress bar). */
+  through?: readonly Transform[];
 }
 
 /** The message of an API error body ({"error": "..."}), or its text. */
@@ -85,6 +100,14 @@ export class ApiClient {
     readonly tokenFile: string,
   ) {}
 
+  /** Why a request to `server` failed, in words ("connection refused"), as a CliError. */
+  static unreachable(server: string, e: unknown): CliError {
+    const cause = (e as { cause?: { code?: unknown; message?: unknown } }).cause;
+    const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message : (e as Error).message;
+    const human = why === 'ECONNREFUSED' ? 'connection refused' : why === 'ENOTFOUND' ? 'host not found' : why;
+    return new CliError(`cannot reach ramboot at ${server} (${human})`, 1);
+  }
+
   /** fetch with the token; a server that cannot be reached becomes a CliError. */
   async raw(method: string, path: string, init: { body?: string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
     try {
@@ -96,10 +119,7 @@ export class ApiClient {
       });
     } catch (e) {
       if ((e as Error).name === 'AbortError') throw e;
-      const cause = (e as { cause?: { code?: unknown; message?: unknown } }).cause;
-      const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message : (e as Error).message;
-      const human = why === 'ECONNREFUSED' ? 'connection refused' : why === 'ENOTFOUND' ? 'host not found' : why;
-      throw new CliError(`cannot reach ramboot at ${this.server} (${human})`, 1);
+      throw ApiClient.unreachable(this.server, e);
     }
   }
 
@@ -115,11 +135,43 @@ export class ApiClient {
     const text = await res.text();
     const r: ApiResponse = { status: res.status, headers: res.headers, text, json: parseJson(text) };
     if (res.ok || opts.allow?.includes(res.status)) return r;
-    throw this.httpError(r);
+    throw this.httpError(r, opts.invalid);
   }
 
-  httpError(r: { status: number; text: string; json: unknown }): CliError {
+  /**
+   * Like request, but streams `body` (e.g. a file being uploaded) instead of sending JSON. An early
+   * answer (401, 400, 412) ends the upload: its status is what counts, not the broken pipe.
+   */
+  async requestStream(method: string, path: string, body: Readable, opts: StreamRequestOptions): Promise<ApiResponse> {
+    const url = new URL(`${this.server}${path}`);
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.token}`,
+      'content-type': opts.contentType ?? 'application/octet-stream',
+      'content-length': String(opts.length),
+      accept: 'application/json',
+      ...(opts.headers ?? {}),
+    };
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = request(url, { method, headers }, resolve);
+      req.on('error', (e) => reject(ApiClient.unreachable(this.server, Object.assign(new Error(e.message), { cause: e }))));
+      pipeline([body, ...(opts.through ?? []), req]).catch(() => undefined);
+    });
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const status = res.statusCode ?? 0;
+    const h = new Headers();
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v);
+    const r: ApiResponse = { status, headers: h, text, json: parseJson(text) };
+    if ((status >= 200 && status < 300) || opts.allow?.includes(status)) return r;
+    throw this.httpError(r, opts.invalid);
+  }
+
+  /** The CliError for a failed answer; `invalid` adds statuses reported as an invalid request (exit 2). */
+  httpError(r: { status: number; text: string; json: unknown }, invalid: readonly number[] = []): CliError {
     const msg = errorText(r);
+    if (invalid.includes(r.status)) return new CliError(`invalid request: ${msg}`, 2, r.status);
     switch (r.status) {
       case 401:
         return new CliError(`the server refused the API token from ${this.tokenFile}: ${msg} (check --token-file or RAMBOOT_TOKEN_FILE)`, 1, 401);
@@ -159,12 +211,13 @@ export async function clientFrom(flags: ClientFlags, env: NodeJS.ProcessEnv = pr
 }
 
 /**
- * Runs a command's body: a CliError is printed as `ramboot <name>: <message>` and sets the exit
- * code; anything else is a bug and propagates.
+ * Runs a command's body: a number it returns is the exit code; a CliError is printed as
+ * `ramboot <name>: <message>` and sets the exit code; anything else is a bug and propagates.
  */
-export async function runClient(name: string, body: () => Promise<void>): Promise<void> {
+export async function runCli(name: string, body: () => Promise<number | void>): Promise<void> {
   try {
-    await body();
+    const code = await body();
+    if (typeof code === 'number') process.exitCode = code;
   } catch (e) {
     if (e instanceof CliError) {
       process.stderr.write(`ramboot ${name}: ${e.message}\n`);

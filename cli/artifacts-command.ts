@@ -1,13 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { basename } from 'node:path';
 import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { IMAGE_NAME_RE } from '../common/manifest.js';
-import { addClientOptions, ApiClient, clientFrom, CliError, runCli, type ClientFlags } from './client-options.js';
+import { addClientOptions, clientFrom, CliError, runCli, type ApiClient, type ApiResponse, type ClientFlags } from './api-client.js';
 import { formatBytes, ProgressBar } from './progress.js';
 
 interface ArtifactMeta {
@@ -24,7 +21,6 @@ async function upload(client: ApiClient, file: string, name: string, opts: { cre
     throw new CliError(`cannot read ${file}: ${e.code ?? e.message}`, 2);
   });
   if (!st.isFile()) throw new CliError(`${file} is not a regular file`, 2);
-  const url = new URL(`${client.server}/api/v1/artifacts/${name}`);
   const bar = new ProgressBar();
   const started = Date.now();
   let sent = 0;
@@ -41,34 +37,25 @@ async function upload(client: ApiClient, file: string, name: string, opts: { cre
       cb(null, chunk);
     },
   });
-  const headers: Record<string, string> = {
-    authorization: `Bearer ${client.token}`,
-    'content-type': 'application/octet-stream',
-    'content-length': String(st.size),
-    accept: 'application/json',
-  };
-  if (opts.createOnly) headers['if-none-match'] = '*';
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  const res = await new Promise<IncomingMessage>((resolve, reject) => {
-    const req = request(url, { method: 'PUT', headers }, resolve);
-    req.on('error', (e) => reject(ApiClient.unreachable(client.server, Object.assign(new Error(e.message), { cause: e }))));
-    // An early answer (401, 400, 412) ends the upload; its status is what matters, not the broken pipe.
-    pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), counter, req).catch(() => undefined);
-  });
-  const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString('utf8');
-  let json: unknown;
+  let res: ApiResponse;
   try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
+    res = await client.requestStream('PUT', `/api/v1/artifacts/${name}`, createReadStream(file, { highWaterMark: 1 << 20 }), {
+      length: st.size,
+      through: [counter],
+      ...(opts.createOnly ? { headers: { 'if-none-match': '*' } } : {}),
+      invalid: [412],
+    });
+  } catch (e) {
+    // the server answered (an error): finish the bar before the message
+    if (e instanceof CliError && e.status !== undefined) {
+      show(true);
+      bar.done();
+    }
+    throw e;
   }
-  const status = res.statusCode ?? 0;
   show(true);
   bar.done();
-  if (status !== 200 && status !== 201) throw client.httpError({ status, text, json });
-  return { meta: json as ArtifactMeta, created: status === 201 };
+  return { meta: res.json as ArtifactMeta, created: res.status === 201 };
 }
 
 export function registerArtifactsCommand(program: Command): void {

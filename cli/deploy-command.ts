@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { MacError, parseMac } from '../common/mac.js';
 import { IMAGE_NAME_RE } from '../common/manifest.js';
-import { addClientOptions, clientFrom, CliError, runCli, type ApiClient, type ClientFlags } from './client-options.js';
+import { addClientOptions, clientFrom, CliError, runCli, type ApiClient, type ClientFlags } from './api-client.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 
 interface DeployFlags extends ClientFlags {
@@ -168,7 +168,7 @@ export function registerDeployCommand(program: Command): void {
       if (!Number.isInteger(timeoutS) || timeoutS < 0) throw new CliError('--timeout must be a whole number of seconds', 2);
       const client = await clientFrom(flags);
       const before = await client.request('GET', `/api/v1/machines/${mac}`);
-      const res = await client.request('PATCH', `/api/v1/machines/${mac}`, { deploy });
+      const res = await client.request('PATCH', `/api/v1/machines/${mac}`, { body: { deploy } });
       const rec = res.json as { boot: string; deploy: { id: string; setAt?: string } };
       const id = rec.deploy.id;
       const since = rec.deploy.setAt ?? new Date().toISOString();

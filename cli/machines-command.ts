@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { MacError, parseMac, type Mac } from '../common/mac.js';
-import { addClientOptions, clientFrom, CliError, runClient, usageExitCodes, type ApiClient, type ClientFlags } from './api-client.js';
+import { addClientOptions, clientFrom, CliError, runCli, usageExitCodes, type ApiClient, type ClientFlags } from './api-client.js';
 import { readSse } from './sse.js';
 import { table } from './table.js';
 
@@ -147,7 +147,7 @@ export function registerMachinesCommand(program: Command): void {
   addClientOptions(machines).option('--json', 'machine-readable output (JSON)');
   const flags = (cmd: Command) => cmd.optsWithGlobals<GlobalFlags>();
   const run = (cmd: Command, body: (c: ApiClient, json: boolean) => Promise<void>) =>
-    runClient(`machines ${cmd.name()}`, async () => {
+    runCli(`machines ${cmd.name()}`, async () => {
       const f = flags(cmd);
       await body(await clientFrom(f), f.json === true);
     });

@@ -338,21 +338,14 @@ export class Registry {
       // with a deploy assigned, the deploy's success flips once to local, not the OS being up
       flipped = cur.boot === 'once' && !cur.deploy;
       const now = new Date().toISOString();
-      return machineRecordSchema.parse({
-        ...cur,
-        boot: flipped ? 'local' : cur.boot,
-        updatedAt: now,
-        revision: cur.revision + 1,
-        status: {
-          ...cur.status,
-          state: 'ready',
-          readyAt: now,
-          ip: report.ip,
-          reportedHostname: report.hostname,
-          hostKeys: report.hostKeys,
-          usedSessions: [...cur.status.usedSessions, report.sessionId].slice(-USED_SESSIONS_KEPT),
-          sessionsUsedUntil: new Date(Math.max(until, report.sessionExpiresAt.getTime())).toISOString(),
-        },
+      return withStatus(cur, flipped, now, {
+        state: 'ready',
+        readyAt: now,
+        ip: report.ip,
+        reportedHostname: report.hostname,
+        hostKeys: report.hostKeys,
+        usedSessions: [...cur.status.usedSessions, report.sessionId].slice(-USED_SESSIONS_KEPT),
+        sessionsUsedUntil: new Date(Math.max(until, report.sessionExpiresAt.getTime())).toISOString(),
       });
     });
     if (outcome === 'accepted') {
@@ -397,15 +390,8 @@ export class Registry {
         if (outcome !== 'accepted' || !cur) return undefined;
         const now = new Date().toISOString();
         flipped = r.state === 'succeeded' && cur.boot === 'once';
-        return machineRecordSchema.parse({
-          ...cur,
-          boot: flipped ? 'local' : cur.boot,
-          updatedAt: now,
-          revision: cur.revision + 1,
-          status: {
-            ...cur.status,
-            deploy: { id: r.id, state: r.state, finishedAt: now, bytes: r.bytes, seconds: r.seconds, stage: r.stage, message: r.message, disk: r.disk },
-          },
+        return withStatus(cur, flipped, now, {
+          deploy: { id: r.id, state: r.state, finishedAt: now, bytes: r.bytes, seconds: r.seconds, stage: r.stage, message: r.message, disk: r.disk },
         });
       });
     }
@@ -449,6 +435,20 @@ export interface RegistryChecks {
 export interface WritePreconditions {
   ifMatch?: string | undefined;
   ifNoneMatch?: string | undefined;
+}
+
+/**
+ * `cur` one revision later with `status` merged into its status (phone-home, deploy report); with
+ * `flipToLocal`, boot once becomes local.
+ */
+function withStatus(cur: MachineRecord, flipToLocal: boolean, now: string, status: Record<string, unknown>): MachineRecord {
+  return machineRecordSchema.parse({
+    ...cur,
+    boot: flipToLocal ? 'local' : cur.boot,
+    updatedAt: now,
+    revision: cur.revision + 1,
+    status: { ...cur.status, ...status },
+  });
 }
 
 /** If-None-Match: "*" means create only; a list of ETags means "only if it is none of these". */
