@@ -37,6 +37,12 @@ const eventBody = z.strictObject({
   message: z.string().max(1024).optional(),
 });
 
+/** The address a report came from (IPv4-mapped IPv6 written as IPv4), or undefined. */
+function clientIp(req: Request): string | undefined {
+  const ip = req.ip?.replace(/^::ffff:/, '');
+  return ip && isIP(ip) ? ip : undefined;
+}
+
 const hostKeysBody = z.strictObject({ keys: z.array(z.string().max(16_384)).min(1).max(8) });
 
 const SEED_FILES = ['meta-data', 'user-data', 'vendor-data', 'network-config'];
@@ -85,8 +91,7 @@ export function seedRouter(d: SeedRoutesDeps): Router {
     if (!s) return;
     const body: Record<string, unknown> = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
     const hostKeys = hostKeysFromPhoneHome(body);
-    const ip = req.ip?.replace(/^::ffff:/, '');
-    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, hostname: reportedHostname(body), ip: ip && isIP(ip) ? ip : undefined });
+    const outcome = await d.registry.phoneHome(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, hostname: reportedHostname(body), ip: clientIp(req) });
     if (outcome === 'accepted') res.status(200).type('text/plain').send('ok\n');
     else if (outcome === 'duplicate') res.status(409).type('text/plain').send('this boot session already phoned home\n');
     else res.status(404).type('text/plain').send('not found\n');
@@ -101,8 +106,7 @@ export function seedRouter(d: SeedRoutesDeps): Router {
       res.status(400).json({ error: 'body must be {"keys": ["<type> <base64>", ...]} with at least one valid SSH public key' });
       return;
     }
-    const ip = req.ip?.replace(/^::ffff:/, '');
-    const outcome = await d.registry.hostKeys(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, ip: ip && isIP(ip) ? ip : undefined });
+    const outcome = await d.registry.hostKeys(s.mac, { sessionId: s.session.id, sessionExpiresAt: s.session.expiresAt, hostKeys, ip: clientIp(req) });
     if (outcome === 'accepted') res.status(204).end();
     else if (outcome === 'used') res.status(409).type('text/plain').send('this boot session already phoned home\n');
     else res.status(404).type('text/plain').send('not found\n');

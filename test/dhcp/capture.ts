@@ -10,6 +10,7 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Fixture } from '../../server/dhcp/testdata/fixtures.js';
 import { Netns } from '../lib/netns.js';
 import { Qemu, type QemuNic } from '../lib/qemu.js';
 import { readUdpDatagrams, startCapture, type UdpDatagram } from '../lib/pcap.js';
@@ -18,16 +19,6 @@ const HERE = new URL('../../server/dhcp/testdata/', import.meta.url).pathname;
 const OUT = join(HERE, 'packets.json');
 const STAGE0 = 'http://10.99.0.1:8081/stage0.ipxe';
 
-export interface Fixture {
-  name: string;
-  description: string;
-  /** How it was captured (scenario, firmware, time). */
-  source: string;
-  /** UDP destination port the client sent it to (67 or 4011). */
-  port: number;
-  /** The UDP payload (the DHCP message), hex. */
-  hex: string;
-}
 
 interface Scenario {
   firmware: 'bios' | 'uefi';

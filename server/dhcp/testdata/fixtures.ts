@@ -1,12 +1,15 @@
-/** Loads the golden packets captured by capture.ts (see README.md). */
+/** Loads the golden packets captured by test/dhcp/capture.ts (see README.md). */
 import { readFileSync } from 'node:fs';
 import { OPT } from '../packet.js';
 
 export interface Fixture {
   name: string;
   description: string;
+  /** How it was captured (scenario, firmware, time). */
   source: string;
+  /** UDP destination port the client sent it to (67 or 4011). */
   port: number;
+  /** The UDP payload (the DHCP message), hex. */
   hex: string;
 }
 
