@@ -302,12 +302,7 @@ export class Registry {
         return undefined;
       }
       outcome = 'accepted';
-      return machineRecordSchema.parse({
-        ...cur,
-        updatedAt: new Date().toISOString(),
-        revision: cur.revision + 1,
-        status: { ...cur.status, ip: report.ip, hostKeys: report.hostKeys },
-      });
+      return withStatus(cur, false, new Date().toISOString(), { ip: report.ip, hostKeys: report.hostKeys });
     });
     if (outcome === 'accepted') {
       await this.event(mac, {
