@@ -4,7 +4,7 @@
 // (test/lib/deploy-disk.ts) as the deploy. The agent writes it, reports, and reboots (QEMU exits:
 // -no-reboot); then the written disk must boot by itself with SeaBIOS and with OVMF.
 import t from 'tap';
-import { listenLocal } from '../../test/lib/listen.js';
+import { listenLocal, sendRange } from '../../test/lib/listen.js';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -83,15 +83,7 @@ t.test('lean RAM OS: the agent deploys the dual-firmware disk, reboots, and the 
         res.end();
       } else if ((req.method === 'GET' || req.method === 'HEAD') && url === '/seed/artifacts/disk.img') {
         res.setHeader('Accept-Ranges', 'bytes');
-        const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-        if (m) {
-          const start = Number(m[1]);
-          const end = m[2] === '' ? sourceBytes.length - 1 : Math.min(Number(m[2]), sourceBytes.length - 1);
-          res.statusCode = 206;
-          res.setHeader('Content-Range', `bytes ${start}-${end}/${sourceBytes.length}`);
-          res.setHeader('Content-Length', end - start + 1);
-          res.end(sourceBytes.subarray(start, end + 1));
-        } else {
+        if (!sendRange(req, res, sourceBytes)) {
           res.setHeader('Content-Length', sourceBytes.length);
           res.end(sourceBytes);
         }

@@ -3,7 +3,7 @@
 // fixtures, format detection against real compressed bytes), and whole deploys against an HTTP
 // server on 127.0.0.1 that plays the ramboot server, with a plain file standing for the disk.
 import t from 'tap';
-import { listenLocal } from '../../test/lib/listen.js';
+import { listenLocal, sendRange } from '../../test/lib/listen.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -244,16 +244,7 @@ async function fakeServer(t: Parameters<typeof tempDir>[0]): Promise<FakeServer>
       if ((req.method === 'GET' || req.method === 'HEAD') && data !== undefined) {
         res.setHeader('Accept-Ranges', 'bytes');
         res.setHeader('ETag', `"${sha256(data).slice(0, 16)}"`);
-        const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-        if (m) {
-          const start = Number(m[1]);
-          const end = m[2] === '' ? data.length - 1 : Math.min(Number(m[2]), data.length - 1);
-          res.statusCode = 206;
-          res.setHeader('Content-Range', `bytes ${start}-${end}/${data.length}`);
-          res.setHeader('Content-Length', end - start + 1);
-          res.end(data.subarray(start, end + 1));
-          return;
-        }
+        if (sendRange(req, res, data)) return;
         res.setHeader('Content-Length', data.length);
         if (art !== undefined && srv.slow.has(art) && req.method === 'GET') {
           let off = 0;
