@@ -15,7 +15,6 @@ import { SessionMinter } from './boot/sessions.js';
 import { EventBus } from './events/event-bus.js';
 import { FileEventLog } from './events/event-log.js';
 import { metricsRouter } from './http/metrics-route.js';
-import { MeteredBooter } from './metrics/metered-booter.js';
 import { Metrics } from './metrics/metrics.js';
 import { ArtifactStore } from './artifacts/artifact-store.js';
 import { createApp } from './http/app.js';
@@ -114,11 +113,10 @@ export async function startRamboot(config: Config, logger: Logger): Promise<Ramb
       metrics.timelineEvent(mac, ev);
       bus.publish(mac, ev);
     });
-    const policyBooter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
+    const booter = new PolicyBooter({ machines: registry, images, unknown: { boot: config.unknownMachines.boot, image: config.unknownMachines.image } });
     const sessions = new SessionMinter(secret, config.sessionTtlSeconds);
     const scripts = new BootScripts({ cache, sessions, imagesVersion: () => images.version, publicUrl: () => publicUrl });
 
-    const booter = new MeteredBooter(policyBooter, metrics);
     const ipxeFiles = await ipxeFilesDeps(config.tftp.ipxeDir, logger);
     const app = createApp({ ipxeFiles, metrics, bus, registry, booter, scripts, sessions, images, artifacts, cache, logger, apiToken: token.token, publicUrl: () => publicUrl, unknownSshKeys: config.unknownMachines.sshKeys });
     // the header and request timeouts are enforced on this tick (Node's default: 30 s)

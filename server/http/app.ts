@@ -20,7 +20,7 @@ import { ipxeRouter, type IpxeRoutesDeps } from './ipxe-routes.js';
 import { requestLog } from './request-log.js';
 import { seedRouter, type SeedRoutesDeps } from './seed-routes.js';
 
-export interface AppDeps extends Omit<IpxeRoutesDeps, 'record'>, SeedRoutesDeps {
+export interface AppDeps extends Omit<IpxeRoutesDeps, 'record' | 'onScript'>, SeedRoutesDeps {
   apiToken: string;
   images: ImageStore;
   artifacts: ArtifactStore;
@@ -50,7 +50,8 @@ export function createApp(d: AppDeps): Express {
   // before the admin router: uploads stream to disk, past its JSON body parser and its /api 404
   app.use(artifactsRouter(d.artifacts, d.registry, d.apiToken));
   app.use(adminRouter(d.registry, d.apiToken));
-  app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev) }));
+  const metrics = d.metrics;
+  app.use(ipxeRouter({ ...d, record: (mac, ev) => d.registry.bootEvent(mac, ev), onScript: metrics ? (decision) => metrics.bootScript(decision) : undefined }));
   // before the seed router, whose /cloud-init/:mac/:token/:file would answer <seed>deploy with 404
   app.use(deployRouter(d));
   app.use(seedRouter(d));

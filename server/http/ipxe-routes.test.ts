@@ -23,6 +23,7 @@ const image = {
 async function serve(t: Test, decide: (mac: Mac) => BootDecision) {
   const booter = new FakeBooter((req) => decide(req.mac));
   const events: { mac: Mac; ev: NewEvent }[] = [];
+  const served: BootDecision['kind'][] = [];
   const cache = new RenderCache();
   t.teardown(() => cache.close());
   const sessions = new SessionMinter(Buffer.alloc(32, 7), 3600);
@@ -30,12 +31,13 @@ async function serve(t: Test, decide: (mac: Mac) => BootDecision) {
   const app = express().use(ipxeRouter({
     booter, scripts: new BootScripts({ cache, sessions, imagesVersion: () => 1, publicUrl }), logger: silentLogger(), publicUrl,
     record: async (mac, ev) => void events.push({ mac, ev }),
+    onScript: (d) => void served.push(d.kind),
   }));
   const server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   t.teardown(() => new Promise((r) => server.close(r)));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { booter, events, sessions, get: async (q: string) => { const res = await fetch(`${base}/ipxe?${q}`); return { status: res.status, text: await res.text() }; } };
+  return { booter, events, served, sessions, get: async (q: string) => { const res = await fetch(`${base}/ipxe?${q}`); return { status: res.status, text: await res.text() }; } };
 }
 
 t.test('the handler hands the firmware facts to the Booter and renders what it decides', async (t) => {
@@ -68,4 +70,14 @@ t.test('a bad MAC is answered 400 without asking the Booter', async (t) => {
   for (const q of ['mac=zz', '', 'mac=52:54:00:12:34:56&mac=52:54:00:12:34:57']) t.equal((await s.get(q)).status, 400, q || '(no mac)');
   t.same(s.booter.asked, []);
   t.same(s.events, []);
+});
+
+t.test('the script hook sees the decision the script carries out: a command line too long is a refusal', async (t) => {
+  const long = { ...machine, kernelArgs: 'x'.repeat(2040) };
+  let next: BootDecision = { kind: 'ramboot', mode: 'ramboot', image, machine };
+  const s = await serve(t, () => next);
+  await s.get(`mac=${MAC}`);
+  next = { kind: 'ramboot', mode: 'ramboot', image, machine: long };
+  t.match((await s.get(`mac=${MAC}`)).text, /NOT BOOTING .*kernel command line would be too long/);
+  t.same(s.served, ['ramboot', 'refuse'], 'counted as served, not as the Booter first decided');
 });

@@ -1,7 +1,7 @@
 import { Router, type Request } from 'express';
 import type { Logger } from '../../common/log.js';
 import { tryParseMac } from '../../common/mac.js';
-import type { Booter, BootFacts } from '../boot/booter.js';
+import type { BootDecision, Booter, BootFacts } from '../boot/booter.js';
 import type { BootScripts } from '../boot/boot-scripts.js';
 import { reportIpxeDecision, type RecordEvent } from '../boot/decision-report.js';
 import { bootstrapScript } from '../boot/ipxe-scripts.js';
@@ -13,6 +13,8 @@ export interface IpxeRoutesDeps {
   record: RecordEvent;
   logger: Logger;
   publicUrl: () => string;
+  /** Told of every per-MAC script served, with the decision it carries out (metrics). */
+  onScript?: ((d: BootDecision) => void) | undefined;
 }
 
 const IPXE_TYPE = 'text/plain; charset=utf-8';
@@ -52,6 +54,7 @@ export function ipxeRouter(d: IpxeRoutesDeps): Router {
     const facts = { ...bootFacts(req.query), ...(req.ip ? { ip: req.ip } : {}) };
     const { decision, script, session } = d.scripts.render(mac, await d.booter.decide({ mac, facts }), facts);
     reportIpxeDecision(d.logger, d.record, mac, decision, facts, session);
+    d.onScript?.(decision);
     res.type(IPXE_TYPE).set('Cache-Control', 'no-store').send(script);
   });
 
