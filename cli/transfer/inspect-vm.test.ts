@@ -235,7 +235,7 @@ if (requirements(t, ['root', 'qemu', 'ovmf', 'ssh-keygen', 'unshare', 'setpriv']
 
       await vm.sh(SETUP.uncarryable);
       const u = await vm.capture('cold-luks-md', 'cold');
-      t.same(u.unsupported.map((x) => x.kind).sort(), ['luks', 'md-raid', 'md-raid'], `uncarryable found: ${JSON.stringify(u.unsupported)}`);
+      t.same(u.unsupported.map((x) => x.kind).sort(), ['luks', 'md-raid', 'md-raid', 'missing-device'], `uncarryable found: ${JSON.stringify(u.unsupported)}`);
     };
 
     const uefi = async () => {
