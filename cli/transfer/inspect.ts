@@ -497,6 +497,7 @@ export function parseInspection(text: string): Inventory {
     const chosen = rooted[0] ?? (candidates.length === 1 ? candidates[0] : undefined);
     if (rooted.length > 1) warnings.push(`several root filesystems found (${rooted.map((c) => c.dev).join(', ')}): using ${chosen!.dev}`);
     if (!chosen && candidates.length > 1) warnings.push(`several fstabs found and none mounts its own filesystem at /: ${candidates.map((c) => `${c.dev}:${c.path}`).join(', ')}`);
+    if (chosen && rooted.length === 0) warnings.push(`the only fstab found (${chosen.dev}:${chosen.path}) does not name its own filesystem for /: taken as the root anyway`);
     if (chosen) {
       fstabLines = chosen.lines;
       fstabFrom = `${chosen.dev}:${chosen.path}`;

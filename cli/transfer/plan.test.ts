@@ -270,3 +270,15 @@ t.test('hash: stable for the same layout, different for another', async (t) => {
   t.equal(canonicalJson({ b: 1, a: [{ d: 2, c: null }] }), canonicalJson({ a: [{ c: null, d: 2 }], b: 1 }));
   t.equal(canonicalJson({ b: 1, a: [{ d: 2, c: null }] }), '{"a":[{"c":null,"d":2}],"b":1}');
 });
+
+t.test('identifiers kept: GPT disk GUID and partition GUIDs, MBR disk id', async (t) => {
+  const src = inv('cold-gpt-bios');
+  const p = mustPlan(plan(src, target([4 * GiB])));
+  t.equal(p.tableId, src.disks[0]!.tableId);
+  t.same(p.partitions.map((x) => x.partuuid), src.disks[0]!.partitions.map((x) => x.partuuid));
+  const u = mustPlan(plan(src, target([4 * GiB], 'uefi')));
+  t.equal(u.partitions.find((x) => x.added)!.partuuid, null, 'an added partition gets a new GUID');
+  const m = mustPlan(plan(inv('cold-mbr'), target([4 * GiB])));
+  t.match(m.tableId, /^0x[0-9a-f]{8}$/);
+  t.ok(m.partitions.every((x) => x.partuuid === null), 'MBR PARTUUIDs follow from the disk id');
+});
