@@ -429,11 +429,11 @@ export function parseInspection(text: string): Inventory {
   const canon = (p: string): string => canonical.get(p) ?? canonical.get(linkTarget.get(p) ?? '') ?? p;
 
   // Mounts on the inspected machine, by canonical device.
-  const mountsOf = new Map<string, { target: string; size: number | null; used: number | null }[]>();
+  const mountsOf = new Map<string, { target: string; fstype: string; size: number | null; used: number | null }[]>();
   for (const m of mounts) {
     if (!m.source.startsWith('/dev/')) continue;
     const dev = canon(m.source.replace(/\[.*\]$/, ''));
-    mountsOf.set(dev, [...(mountsOf.get(dev) ?? []), { target: m.target, size: m.size ?? null, used: m.used ?? null }]);
+    mountsOf.set(dev, [...(mountsOf.get(dev) ?? []), { target: m.target, fstype: m.fstype, size: m.size ?? null, used: m.used ?? null }]);
   }
 
   // Cold: used bytes measured on read-only mounts.
@@ -512,9 +512,10 @@ export function parseInspection(text: string): Inventory {
     const p = pathOf(dev);
     const c = canon(p);
     const b = blkid.get(p) ?? {};
-    const type = b['TYPE'] ?? dev.fstype ?? null;
-    if (!type) return null;
     const mine = mountsOf.get(c) ?? [];
+    // No signature read (no udev data, blkid not permitted) but mounted: the kernel's word for it.
+    const type = b['TYPE'] ?? dev.fstype ?? mine[0]?.fstype ?? null;
+    if (!type) return null;
     const entry = fstabOf(c);
     const mountedAt = s.mode === 'live' ? (mine.find((m) => m.target === entry?.file) ?? mine[0])?.target ?? null : null;
     const live = s.mode === 'live' ? mine.find((m) => m.target === mountedAt) : undefined;
