@@ -175,6 +175,13 @@ t.test('an fstab line that names a missing device, a network fs, a swap file', a
   ]);
 });
 
+t.test('btrfs subvolumes are named, in use (their layout is not carried)', async (t) => {
+  const sub = good.replace(/(@@ramboot-inspect-begin fstab \/dev\/vda2:\/etc\/fstab\n[\s\S]*?)(\n@@ramboot-inspect-stderr)/, '$1\nLABEL=home /srv btrfs subvol=@srv 0 0\nLABEL=home /var btrfs subvolid=257 0 0$2');
+  const i = parseInspection(sub);
+  t.same(i.unsupported.map((u) => [u.kind, u.device, u.mountpoint, u.inUse]), [['other', '/dev/vda3', '/srv', true]]);
+  t.match(i.unsupported[0]!.reason, /btrfs subvolumes \(mounted at \/srv, \/var\)/);
+});
+
 t.test('small formats', async (t) => {
   t.same(parseFstab('# c\n\nUUID=a / ext4 defaults 0 1\n/dev/x\\040y /mnt/a\\040b ext4\n'), [
     { spec: 'UUID=a', file: '/', vfstype: 'ext4', options: 'defaults', dump: 0, pass: 1 },

@@ -640,6 +640,11 @@ export function parseInspection(text: string): Inventory {
       unsupported.push({ kind: 'lvm-unsupported', device: lv.path, mountpoint: mountpointOf(lv.path), inUse: used(lv.path) || /^.{4}a/.test(lv.attr), reason: `logical volume of type ${lv.segtype}: only linear and striped volumes are carried` });
     }
   }
+  const subvolMounts = fstab.filter((e) => e.vfstype === 'btrfs' && /(^|,)subvol(id)?=/.test(e.options));
+  for (const dev of new Set(subvolMounts.map((e) => e.device ?? e.spec))) {
+    const at = subvolMounts.filter((e) => (e.device ?? e.spec) === dev).map((e) => e.file);
+    unsupported.push({ kind: 'other', device: dev, mountpoint: at[0] ?? null, inUse: true, reason: `btrfs subvolumes (mounted at ${at.join(', ')}): the subvolume layout is not carried yet` });
+  }
   for (const e of fstab) {
     if (isNetworkFs(e.vfstype)) {
       unsupported.push({ kind: 'network-fs', device: e.spec, mountpoint: e.file, inUse: false, reason: `network filesystem (${e.vfstype}): its fstab line is kept, its data is not copied` });
