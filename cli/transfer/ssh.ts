@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 /**
  * SSH for `ramboot transfer`: `ssh` is spawned with an argument vector (never a local shell); the
@@ -134,11 +134,19 @@ export class LineSplitter {
   }
 }
 
+const running = new Set<ChildProcess>();
+
+/** Stops every program spawnLines started that is still running (on SIGINT/SIGTERM, before cleanup). */
+export function killRunning(): void {
+  for (const c of running) c.kill('SIGTERM');
+}
+
 /** Spawns a program (argv, no shell) with optional stdin, line callbacks and a timeout. */
 export function spawnLines(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const keep = opts.keep ?? 256 * 1024;
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    running.add(child);
     let stdout = '';
     let stderr = '';
     const out = opts.onStdoutLine ? new LineSplitter(opts.onStdoutLine, opts.crIsNewline) : undefined;
@@ -158,10 +166,12 @@ export function spawnLines(cmd: string, args: readonly string[], opts: ExecOptio
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.stdin ?? '');
     child.on('error', (e) => {
+      running.delete(child);
       clearTimeout(timer);
       reject(new Error(`cannot run ${cmd}: ${e.message}`));
     });
     child.on('close', (code, signal) => {
+      running.delete(child);
       clearTimeout(timer);
       out?.end();
       err?.end();
