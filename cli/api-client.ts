@@ -138,6 +138,11 @@ export class ApiClient {
     throw this.httpError(r, opts.invalid);
   }
 
+  /** Adds an event to a machine's timeline (POST /api/v1/machines/{mac}/events); returns the stored event. */
+  async postEvent(mac: string, ev: { event: string; message: string; level?: 'info' | 'warning' | 'error'; data?: Record<string, unknown> }): Promise<unknown> {
+    return (await this.request('POST', `/api/v1/machines/${encodeURIComponent(mac)}/events`, { body: ev })).json;
+  }
+
   /**
    * Like request, but streams `body` (e.g. a file being uploaded) instead of sending JSON. An early
    * answer (401, 400, 412) ends the upload: its status is what counts, not the broken pipe.

@@ -24,7 +24,20 @@ export const TIMELINE_EVENTS = {
   'deploy.succeeded': 'the image was written and verified; once is switched to local',
   'deploy.failed': 'the deploy failed at a stage (reason given); the machine stays in the RAM OS',
   'artifact.fetch': 'the machine fetched (part of) a deploy artifact',
+  'transfer.planned': 'ramboot transfer read the source and the target and planned the target disk',
+  'transfer.started': 'ramboot transfer started changing the target (partition, format, copy)',
+  'transfer.step': 'ramboot transfer moved on to a step (partition, format, copy, fix, bootloader...)',
+  'transfer.progress': 'ramboot transfer copy progress (bytes, files, rate, ETA; at most one per ~3 s)',
+  'transfer.succeeded': 'the source was copied onto the target and made bootable; the target is set to local',
+  'transfer.failed': 'ramboot transfer failed at a stage (reason given); the target is not set to local',
 } as const;
+
+/**
+ * Events an admin's client (the ramboot CLI) may add to a machine's timeline through
+ * POST /api/v1/machines/{mac}/events: what it does to the machine from outside (a transfer).
+ */
+export const CLIENT_EVENTS = ['transfer.planned', 'transfer.started', 'transfer.step', 'transfer.progress', 'transfer.succeeded', 'transfer.failed'] as const satisfies readonly FixedEventName[];
+export type ClientEventName = (typeof CLIENT_EVENTS)[number];
 
 export type FixedEventName = keyof typeof TIMELINE_EVENTS;
 /** Progress events the booted OS sends, stored under "os.". */

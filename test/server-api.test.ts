@@ -1,4 +1,5 @@
 import t from 'tap';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile, unlink } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -262,4 +263,40 @@ t.test('review fixes: ETag after delete+recreate, hand edit right before an API 
   await writeFakeImage(s.dataDir, 'later');
   t.equal((await rawGet(s.url, '/images/later/vmlinuz')).status, 200);
   t.notOk(s.logs.some((l) => l.event === 'http.error'), 'no request was a server error');
+});
+
+t.test('client events: a transfer reports onto a registered machine\'s timeline; nothing else can be forged', async (t) => {
+  const s = await startTestServer(t);
+  await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [key], boot: 'once' });
+  const path = `/api/v1/machines/${MAC}/events`;
+  const ok = await s.api('POST', path, { event: 'transfer.progress', message: 'copy 10/100 MiB', data: { role: 'target', bytes: 10, totalBytes: 100, percent: 10, peer: 'root@src' } });
+  t.equal(ok.status, 201);
+  t.match(ok.json, { event: 'transfer.progress', level: 'info', message: 'copy 10/100 MiB', data: { bytes: 10 } });
+  const failed = await s.api('POST', path, { event: 'transfer.failed', message: 'copy failed', data: { stage: 'copy', reason: 'rsync exit 23' } });
+  t.match(failed.json, { level: 'error' }, 'a failure is an error unless the client says otherwise');
+
+  const tl = (await s.api('GET', path)).json as { events: { event: string }[] };
+  t.same(tl.events.map((e) => e.event).filter((e) => e.startsWith('transfer.')), ['transfer.progress', 'transfer.failed'], 'both on the timeline, in order');
+
+  const bad: [unknown, RegExp][] = [
+    [{ event: 'deploy.succeeded', message: 'x' }, /event must be one of transfer\.planned/],
+    [{ event: 'os.ready', message: 'x' }, /event must be one of/],
+    [{ event: 'transfer.step', message: '' }, /message must not be empty/],
+    [{ event: 'transfer.step', message: 'x'.repeat(501) }, /longer than 500/],
+    [{ event: 'transfer.step', message: 'x', data: { nested: { deep: 1 } } }, /data/],
+    [{ event: 'transfer.step', message: 'x', data: { 'bad key': 1 } }, /identifiers/],
+    [{ event: 'transfer.step', message: 'x', extra: 1 }, /extra|unrecognized/i],
+  ];
+  for (const [body, re] of bad) {
+    const r = await s.api('POST', path, body);
+    t.equal(r.status, 400, JSON.stringify(body).slice(0, 60));
+    t.match(r.json, { error: re });
+  }
+  const unknown = await s.api('POST', '/api/v1/machines/aa:bb:cc:00:11:99/events', { event: 'transfer.step', message: 'x' });
+  t.equal(unknown.status, 404, 'an unregistered MAC has no timeline to add to');
+  t.equal(existsSync(join(s.dataDir, 'events', 'aa-bb-cc-00-11-99.jsonl')), false, 'and none is made for it');
+  const noToken = await fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: 'transfer.step', message: 'x' }) });
+  t.equal(noToken.status, 401, 'the admin token is required');
+  const after = (await s.api('GET', path)).json as { events: { event: string }[] };
+  t.equal(after.events.filter((e) => e.event.startsWith('transfer.')).length, 2, 'refused events left nothing behind');
 });

@@ -4,6 +4,7 @@ import { jsonTextDepth, MAX_JSON_DEPTH } from '../../common/json-limits.js';
 import { parseMac, MacError, type Mac } from '../../common/mac.js';
 import { knownHostsLines } from '../boot/host-keys.js';
 import { describeZodError } from '../../common/zod-error.js';
+import { clientEventSchema, toNewEvent } from '../events/client-event.js';
 import { machinePatchSchema, machineSpecSchema, type MachineRecord } from '../machines/model.js';
 import { etagOf, type Registry } from '../machines/registry.js';
 import { requireToken } from './auth.js';
@@ -99,6 +100,13 @@ export function adminRouter(registry: Registry, token: string): Router {
     const limitRaw = typeof req.query['limit'] === 'string' ? req.query['limit'] : undefined;
     if (limitRaw !== undefined && !/^\d{1,4}$/.test(limitRaw)) throw new HttpError(400, 'limit must be a number 0-9999');
     res.json({ mac, events: await registry.timeline(mac, limitRaw ? Number(limitRaw) : undefined) });
+  });
+
+  // What the admin's client does to a machine from outside (a transfer), on the machine's timeline.
+  r.post('/api/v1/machines/:mac/events', async (req, res) => {
+    const mac = macParam(req);
+    const ev = validBody(clientEventSchema, req);
+    res.status(201).json(await registry.clientEvent(mac, toNewEvent(ev)));
   });
 
   r.get('/api/v1/machines/:mac/known_hosts', (req, res) => {

@@ -119,6 +119,17 @@ export class Registry {
     await this.event(mac, dropped > 0 ? { ...ev, data: { ...ev.data, eventsDroppedBefore: dropped } } : ev);
   }
 
+  /**
+   * Append an event the admin's client reports about a registered machine (a transfer it runs).
+   * Unlike boot events, an unknown MAC is an error the client hears about.
+   */
+  async clientEvent(mac: Mac, ev: NewEvent): Promise<MachineEvent> {
+    if (!this.store.has(mac)) throw notRegistered(mac);
+    const time = new Date().toISOString();
+    await this.event(mac, { ...ev, time });
+    return { time, event: ev.event, level: ev.level, message: ev.message, ...(ev.data ? { data: ev.data } : {}) };
+  }
+
   /** Subscribe to every timeline event as it is recorded (in recording order); returns unsubscribe. */
   onEvent(listener: (mac: Mac, ev: MachineEvent) => void): () => void {
     this.eventListeners.add(listener);
