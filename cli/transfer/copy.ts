@@ -1,0 +1,281 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from '../../common/run.js';
+import { parseProgress2, type Progress2 } from './progress2.js';
+import { execOk, HostKeyError, RemoteError, tail, type Remote } from './ssh.js';
+import { MARKER, MOUNT_ROOT, validDevice, validMountpoint } from './target.js';
+import type { Plan, PlannedCopy } from './types.js';
+
+/**
+ * Step 4 of `ramboot transfer`: the source pushes each filesystem straight to the target with rsync
+ * over SSH, using a one-time key the target accepts only from the source's address and only for
+ * rrsync writing under MOUNT_ROOT. The key goes away afterwards on both sides (revokeKey,
+ * cleanupSource), whatever happened.
+ */
+
+/** The comment that marks the one-time keys in the target's authorized_keys (any run's). */
+export const KEY_COMMENT_PREFIX = 'ramboot-transfer-key-';
+const AUTH_KEYS = '/root/.ssh/authorized_keys';
+const SAFE_PATH = /^\/[A-Za-z0-9._\/-]+$/;
+
+export interface KeyPair {
+  dir: string;
+  privateKey: string;
+  publicKey: string;
+  comment: string;
+}
+
+/** A fresh ed25519 key pair in a local 0700 temp dir (removed by discardKeyPair). */
+export async function makeKeyPair(): Promise<KeyPair> {
+  const dir = await mkdtemp(join(tmpdir(), 'ramboot-transfer-'));
+  const comment = `${KEY_COMMENT_PREFIX}${randomBytes(6).toString('hex')}`;
+  const r = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', join(dir, 'key')]);
+  if (r.code !== 0) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`ssh-keygen failed: ${tail(r.stderr)}`);
+  }
+  return { dir, comment, privateKey: await readFile(join(dir, 'key'), 'utf8'), publicKey: (await readFile(join(dir, 'key.pub'), 'utf8')).trim() };
+}
+
+export async function discardKeyPair(k: KeyPair): Promise<void> {
+  await rm(k.dir, { recursive: true, force: true });
+}
+
+/** The authorized_keys line: only from the source, only rrsync writing into MOUNT_ROOT. */
+export function authorizedKeyLine(publicKey: string, sourceIp: string | undefined): string {
+  if (!/^ssh-ed25519 [A-Za-z0-9+/=]+ [A-Za-z0-9-]+$/.test(publicKey)) throw new Error('unexpected public key format');
+  if (sourceIp !== undefined && isIP(sourceIp) === 0) throw new Error(`not an IP address: ${sourceIp}`);
+  const opts = ['restrict', ...(sourceIp ? [`from="${sourceIp}"`] : []), `command="/usr/bin/rrsync -wo -no-lock ${MOUNT_ROOT}"`];
+  return `${opts.join(',')} ${publicKey}`;
+}
+
+/** Removes every one-time transfer key (this run's and any a killed run left) from the target. */
+const REVOKE = String.raw`
+f=$1 mark=$2
+[ -f "$f" ] || exit 0
+grep -q -- "$mark" "$f" || exit 0
+t=$(mktemp "$f.XXXXXX") || exit 1
+grep -v -- "$mark" "$f" >"$t"
+chmod 600 "$t" && mv -f -- "$t" "$f"
+`;
+
+const AUTHORIZE = String.raw`
+umask 077
+mkdir -p /root/.ssh
+printf '%s\n' "$1" >>/root/.ssh/authorized_keys
+`;
+
+export async function authorizeKey(target: Remote, line: string): Promise<void> {
+  await execOk(target, ['sh', '-s', '--', line], 'adding the one-time key', { stdin: AUTHORIZE, timeoutMs: 60_000 });
+}
+
+export async function revokeKeys(target: Remote): Promise<void> {
+  await execOk(target, ['sh', '-s', '--', AUTH_KEYS, ` ${KEY_COMMENT_PREFIX}`], 'removing the one-time key', { stdin: REVOKE, timeoutMs: 60_000 });
+}
+
+/** The address the source uses toward the target (for from="..."), undefined when it cannot tell. */
+export async function sourceAddressToward(source: Remote, targetIp: string): Promise<string | undefined> {
+  const r = await source.exec(['ip', '-o', 'route', 'get', targetIp], { timeoutMs: 30_000 });
+  const m = / src (\S+)/.exec(r.stdout);
+  return m && isIP(m[1]!) ? m[1] : undefined;
+}
+
+const PREPARE_SOURCE = String.raw`
+umask 077
+# what a killed run left (its key is no longer accepted by the target)
+for d in /tmp/ramboot-transfer-key.*; do [ -d "$d" ] && rm -rf -- "$d"; done
+d=$(mktemp -d /tmp/ramboot-transfer-key.XXXXXX) || exit 1
+cat >"$d/key"
+printf '%s\n' "$1" >"$d/known_hosts"
+echo "$d"
+`;
+
+/** A 0700 temp dir on the source holding the private key and the target's known_hosts. */
+export async function prepareSource(source: Remote, key: KeyPair, knownHosts: string): Promise<string> {
+  const script = `${PREPARE_SOURCE}`;
+  // the private key goes on stdin after the script: `sh -s` reads the script line by line, then cat reads the rest
+  const r = await execOk(source, ['sh', '-c', script, 'sh', knownHosts.trim()], 'preparing the source', { stdin: key.privateKey, timeoutMs: 60_000 });
+  const dir = r.stdout.trim().split('\n').at(-1) ?? '';
+  if (!/^\/tmp\/ramboot-transfer-key\.[A-Za-z0-9]+$/.test(dir)) throw new RemoteError(`preparing the source gave an unexpected temp dir "${dir}"`, 1, r.stderr);
+  return dir;
+}
+
+export async function cleanupSource(source: Remote, dir: string): Promise<void> {
+  if (!/^\/tmp\/ramboot-transfer-key\.[A-Za-z0-9]+$/.test(dir)) return;
+  await execOk(source, ['rm', '-rf', '--', dir], 'removing the key from the source', { timeoutMs: 60_000 });
+}
+
+export interface RsyncOptions {
+  /** Directory on the source to copy (its contents). */
+  from: string;
+  /** Mount point in the target system ("/", "/home"). */
+  mountpoint: string;
+  targetIp: string;
+  /** The temp dir on the source with key and known_hosts. */
+  keyDir: string;
+}
+
+/** The rsync the source runs for one filesystem. */
+export function rsyncArgv(o: RsyncOptions): string[] {
+  for (const p of [o.from, o.keyDir]) if (!SAFE_PATH.test(p) && p !== '/') throw new Error(`unsafe path for rsync: ${p}`);
+  if (!validMountpoint(o.mountpoint)) throw new Error(`unsafe mount point: ${o.mountpoint}`);
+  if (isIP(o.targetIp) === 0) throw new Error(`not an IP address: ${o.targetIp}`);
+  const e = [
+    'ssh', '-F', '/dev/null', '-i', `${o.keyDir}/key`, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${o.keyDir}/known_hosts`,
+    '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20',
+    '-o', 'ServerAliveInterval=15', '-o', 'Compression=no', '-T', '-x', '-l', 'root',
+  ].join(' ');
+  const host = isIP(o.targetIp) === 6 ? `[${o.targetIp}]` : o.targetIp;
+  const dest = o.mountpoint === '/' ? '/' : `${o.mountpoint}/`;
+  return [
+    'rsync', '-aHAX', '--numeric-ids', '--sparse', '--partial', '--delete', '--one-file-system',
+    '--info=progress2', '--no-inc-recursive', '--outbuf=L',
+    ...(o.mountpoint === '/' ? [`--exclude=/${MARKER}`] : []),
+    '-e', e,
+    o.from.endsWith('/') ? o.from : `${o.from}/`,
+    `${host}:${dest}`,
+  ];
+}
+
+/** Overall progress over several filesystems (weights: their used bytes). */
+export interface CopyProgress {
+  bytes: number;
+  totalBytes: number;
+  files: number;
+  rate: number;
+  etaSeconds: number | undefined;
+  percent: number;
+  /** The filesystem being copied. */
+  mountpoint: string;
+}
+
+export class ProgressTracker {
+  private doneWeight = 0;
+  private doneBytes = 0;
+  private doneFiles = 0;
+  private current: Progress2 | undefined;
+  private index = 0;
+  readonly totalWeight: number;
+
+  constructor(private readonly copies: readonly PlannedCopy[]) {
+    this.totalWeight = copies.reduce((s, c) => s + (c.usedBytes ?? 0), 0);
+  }
+
+  start(i: number): void {
+    this.index = i;
+    this.current = undefined;
+  }
+
+  update(p: Progress2): CopyProgress {
+    this.current = p;
+    return this.snapshot();
+  }
+
+  /** The filesystem finished: it counts whole. */
+  finish(): void {
+    this.doneWeight += this.copies[this.index]?.usedBytes ?? 0;
+    this.doneBytes += this.current?.bytes ?? 0;
+    this.doneFiles += this.current?.checked ?? 0;
+    this.current = undefined;
+  }
+
+  snapshot(): CopyProgress {
+    const c = this.current;
+    const w = this.copies[this.index]?.usedBytes ?? 0;
+    const weight = this.doneWeight + (c ? (w * c.percent) / 100 : 0);
+    const percent = this.totalWeight > 0 ? Math.min(100, (weight / this.totalWeight) * 100) : 0;
+    const rate = c?.rate ?? 0;
+    const remainingOthers = this.copies.slice(this.index + 1).reduce((s, x) => s + (x.usedBytes ?? 0), 0);
+    const eta = c && !c.final ? c.seconds + (rate > 0 ? remainingOthers / rate : 0) : rate > 0 ? remainingOthers / rate : undefined;
+    return {
+      bytes: this.doneBytes + (c?.bytes ?? 0),
+      totalBytes: this.totalWeight,
+      files: this.doneFiles + (c?.checked ?? 0),
+      rate,
+      etaSeconds: eta === undefined ? undefined : Math.round(eta),
+      percent: Math.round(percent * 10) / 10,
+      mountpoint: this.copies[this.index]?.mountpoint ?? '/',
+    };
+  }
+}
+
+export interface CopyResult {
+  bytes: number;
+  files: number;
+  seconds: number;
+  warnings: string[];
+}
+
+const COLD_MOUNT = String.raw`
+dev=$1 fstype=$2
+d=$(mktemp -d /tmp/ramboot-transfer-src.XXXXXX) || exit 1
+case $fstype in
+  ext2|ext3|ext4) o=ro,noload ;;
+  xfs) o=ro,norecovery ;;
+  btrfs) o=ro,rescue=nologreplay ;;
+  *) o=ro ;;
+esac
+if ! mount -t "$fstype" -o "$o" -- "$dev" "$d"; then rmdir -- "$d"; exit 1; fi
+echo "$d"
+`;
+
+const COLD_UMOUNT = 'umount -- "$1" && rmdir -- "$1"';
+
+/**
+ * Copies every planned filesystem. Live: from its mount point on the running source
+ * (--one-file-system keeps /proc, /sys, /dev, /run, tmpfs and the other filesystems out). Cold:
+ * from a read-only mount (no journal replay) made on the source for the copy and unmounted after.
+ */
+export async function copyAll(
+  source: Remote,
+  plan: Plan,
+  o: { targetIp: string; keyDir: string; onProgress: (p: CopyProgress) => void; log: (m: string) => void },
+): Promise<CopyResult> {
+  const t0 = Date.now();
+  const tracker = new ProgressTracker(plan.copies);
+  const warnings: string[] = [];
+  const cold = plan.source.mode === 'cold';
+  if (cold) {
+    const vgs = [...new Set(plan.copies.map((c) => /^\/dev\/mapper\/|^\/dev\/([^/]+)\/[^/]+$/.exec(c.sourceDevice)).filter((m) => m?.[1]).map((m) => m![1]!))];
+    for (const vg of vgs) await source.exec(['vgchange', '-ay', vg], { timeoutMs: 120_000 });
+  }
+  for (const [i, c] of plan.copies.entries()) {
+    tracker.start(i);
+    let from = c.sourcePath ?? undefined;
+    let mounted: string | undefined;
+    if (cold || from === undefined) {
+      if (!validDevice(c.sourceDevice) || !/^[a-z0-9]+$/.test(c.sourceFsType)) throw new Error(`cannot mount the source's ${c.sourceDevice} (${c.sourceFsType})`);
+      const r = await execOk(source, ['sh', '-c', COLD_MOUNT, 'sh', c.sourceDevice, c.sourceFsType], `mounting ${c.sourceDevice} read-only on the source`, { timeoutMs: 120_000 });
+      mounted = r.stdout.trim().split('\n').at(-1) ?? '';
+      if (!/^\/tmp\/ramboot-transfer-src\.[A-Za-z0-9]+$/.test(mounted)) throw new Error(`unexpected mount dir "${mounted}" on the source`);
+      from = mounted;
+    }
+    o.log(`copying ${c.mountpoint} (${c.sourceDevice} -> ${c.targetDevice})`);
+    try {
+      const argv = rsyncArgv({ from: from!, mountpoint: c.mountpoint, targetIp: o.targetIp, keyDir: o.keyDir });
+      const r = await source.exec(argv, {
+        crIsNewline: true,
+        onStdoutLine: (l) => {
+          const p = parseProgress2(l);
+          if (p) o.onProgress(tracker.update(p));
+        },
+      });
+      if (r.code === 24) warnings.push(`${c.mountpoint}: some files vanished on the source while it was copied (rsync exit 24)`);
+      else if (r.code !== 0) {
+        if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/.test(r.stderr)) {
+          throw new HostKeyError("the target's SSH host key (seen from the source) does not match the one it reported to ramboot: refusing");
+        }
+        throw new RemoteError(`rsync of ${c.mountpoint} failed (exit ${r.code}): ${tail(r.stderr)}`, r.code, r.stderr);
+      }
+      tracker.finish();
+      o.onProgress(tracker.snapshot());
+    } finally {
+      if (mounted) await source.exec(['sh', '-c', COLD_UMOUNT, 'sh', mounted], { timeoutMs: 120_000 });
+    }
+  }
+  const s = tracker.snapshot();
+  return { bytes: s.bytes, files: s.files, seconds: (Date.now() - t0) / 1000, warnings };
+}
