@@ -236,7 +236,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       sourceName = `${o.source.user}@${o.source.host}`;
     }
     machines.push({ mac: o.targetMac, role: 'target', peer: sourceName });
-    timelines = new Timelines((mac, body) => client.request('POST', `/api/v1/machines/${mac}/events`, { body }), machines, (m) => ui.warn(m));
+    timelines = new Timelines((mac, body) => client.postEvent(mac, body), machines, (m) => ui.warn(m));
     const tl = timelines;
     const step = async (s: TransferStep, msg: string): Promise<void> => {
       stage = s;
