@@ -299,7 +299,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       note: (m) => ui.info(m),
       warn: (m) => {
         ui.warn(m);
-        void tl.emit('transfer.step', `warning: ${m}`, { step: stage, warning: m });
+        void tl.emit('transfer.step', `warning: ${m}`, { step: stage, warning: m }, 'warning');
       },
     });
     stage = 'finish';
