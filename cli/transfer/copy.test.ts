@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { authorizedKeyLine, authorizeKey, copyWithOneTimeKey, makeKeyPair, ProgressTracker, revokeKeys, rsyncArgv } from './copy.js';
+import { authorizedKeyLine, authorizeKey, cleanupSource, copyWithOneTimeKey, makeKeyPair, prepareSource, ProgressTracker, revokeKeys, rsyncArgv } from './copy.js';
 import { LocalRemote } from './local-remote.js';
 import { gptPlan } from './plan-fixture.js';
 import { parseProgress2 } from './progress2.js';
@@ -107,4 +107,21 @@ t.test('progress over several filesystems, weighted by their used bytes', async 
   t.equal(p.files, 130);
   t.equal(p.bytes, 943_718_400 + 10_485_760);
   t.equal(p.totalBytes, 1000 * 1024 * 1024);
+});
+
+t.test('the source side for real: a 0700 temp dir with the key (0600) and known_hosts, removed after', async (t) => {
+  const k = await makeKeyPair();
+  t.teardown(() => rm(k.dir, { recursive: true, force: true }));
+  const local = new LocalRemote('source');
+  const dir = await prepareSource(local, k, '10.99.0.7 ssh-ed25519 AAAAhost\n');
+  t.match(dir, /^\/tmp\/ramboot-transfer-key\.[A-Za-z0-9]+$/);
+  t.equal((await stat(dir)).mode & 0o777, 0o700);
+  t.equal((await stat(join(dir, 'key'))).mode & 0o777, 0o600);
+  t.equal(await readFile(join(dir, 'key'), 'utf8'), k.privateKey);
+  t.equal(await readFile(join(dir, 'known_hosts'), 'utf8'), '10.99.0.7 ssh-ed25519 AAAAhost\n');
+  t.notOk(local.calls[0]!.argv.join(' ').includes('PRIVATE'), 'the key is not on the command line');
+  const again = await prepareSource(local, k, 'x');
+  t.notOk(existsSync(dir), 'a dir an earlier (killed) run left is removed by the next one');
+  await cleanupSource(local, again);
+  t.notOk(existsSync(again));
 });

@@ -85,8 +85,15 @@ export async function sourceAddressToward(source: Remote, targetIp: string): Pro
 
 const PREPARE_SOURCE = String.raw`
 umask 077
-# what a killed run left (its key is no longer accepted by the target)
-for d in /tmp/ramboot-transfer-key.*; do [ -d "$d" ] && rm -rf -- "$d"; done
+# What a killed run left: an rsync still using its key (stopped, by pid) and the key itself (the
+# target no longer accepts it).
+for d in /tmp/ramboot-transfer-key.*; do
+  [ -d "$d" ] || continue
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$d/key"; then kill "$(basename -- "$p")" 2>/dev/null; fi
+  done
+  rm -rf -- "$d"
+done
 d=$(mktemp -d /tmp/ramboot-transfer-key.XXXXXX) || exit 1
 cat >"$d/key"
 printf '%s\n' "$1" >"$d/known_hosts"
