@@ -14,7 +14,7 @@ import { inspectMachine, makePlan, planText } from './transfer/planning.js';
 import { HostKeyError, killRunning, RemoteError, SshRemote, type Remote, type SshEndpoint } from './transfer/ssh.js';
 import { StageError } from './transfer/stage-error.js';
 import { applyPlan, PlanError, unmountTarget } from './transfer/target.js';
-import { isRefusal, type Plan } from './transfer/types.js';
+import { isRefusal, type Plan, type PlanRefusal } from './transfer/types.js';
 
 /**
  * `ramboot transfer --from SOURCE --to TARGET-MAC`: a running machine (live) or a registered
@@ -201,6 +201,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
   let timelines: Timelines | undefined;
   let target: Remote | undefined;
   let planned: Plan | undefined;
+  let refusal: PlanRefusal | undefined;
   let interrupted: NodeJS.Signals | undefined;
   // A signal stops the running ssh/rsync; the transfer then unwinds through its cleanups (key
   // removed from both sides) and reports transfer.failed. A second signal exits at once.
@@ -256,7 +257,8 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       return isRefusal(p) ? 1 : 0;
     }
     if (isRefusal(p)) {
-      process.stderr.write(planText(p));
+      refusal = p;
+      if (!o.json) process.stderr.write(planText(p));
       throw new StageError('plan', p.reason);
     }
     planned = p;
@@ -318,8 +320,8 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
     const st = e instanceof StageError ? e.stage : stage;
     if (e instanceof HostKeyError) stage = 'connect';
     await timelines?.flush().catch(() => undefined);
-    if (planned || st !== 'connect') await timelines?.emit('transfer.failed', `transfer failed at ${st}: ${reason}`, { stage: st, reason });
-    if (o.json) process.stdout.write(`${JSON.stringify({ kind: 'result', ok: false, stage: st, reason })}\n`);
+    if (!o.planOnly) await timelines?.emit('transfer.failed', `transfer failed at ${st}: ${reason}`, { stage: st, reason });
+    if (o.json) process.stdout.write(`${JSON.stringify({ kind: 'result', ok: false, stage: st, reason, ...(refusal ? { refusal } : {}) })}\n`);
     throw new CliError(`${st}: ${reason}`, 1);
   } finally {
     await cleanup.run();
