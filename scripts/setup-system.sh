@@ -23,3 +23,5 @@ apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common sy
 apt-get install -y -q --no-install-recommends tcpdump
 # transfer (test/lib/source-disk.ts, test/transfer.test.ts): installs the source VM's disk with mmdebstrap,
 # sgdisk (gdisk), losetup/partx (util-linux, mount), mkfs.ext4 (e2fsprogs), qemu-img: all installed above.
+# transfer: rsync + rrsync (cli/transfer/copy.test.ts runs the real rsync through rrsync, the forced command of the one-time key)
+apt-get install -y -q --no-install-recommends rsync python3 attr

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -7,7 +7,9 @@ import { authorizedKeyLine, authorizeKey, cleanupSource, copyWithOneTimeKey, mak
 import { LocalRemote } from './local-remote.js';
 import { gptPlan } from './plan-fixture.js';
 import { parseProgress2 } from './progress2.js';
-import type { ExecResult } from './ssh.js';
+import { spawnLines, type ExecResult } from './ssh.js';
+import { run, runOk } from '../../common/run.js';
+import { findExecutable, isCI } from '../../test/lib/requirements.js';
 
 const ok = (stdout = ''): ExecResult => ({ code: 0, stdout, stderr: '' });
 
@@ -124,4 +126,49 @@ t.test('the source side for real: a 0700 temp dir with the key (0600) and known_
   t.notOk(existsSync(dir), 'a dir an earlier (killed) run left is removed by the next one');
   await cleanupSource(local, again);
   t.notOk(existsSync(again));
+});
+
+t.test('real rsync through the forced command the key allows (rrsync -wo into the mount root): every option passes, links/xattrs/sparse kept, --delete converges, the marker stays', async (t) => {
+  if (!findExecutable('rsync') || !existsSync('/usr/bin/rrsync') || !findExecutable('python3')) {
+    const reason = 'rsync with /usr/bin/rrsync (Debian package rsync) and python3 needed';
+    if (isCI()) t.fail(`missing test requirement under CI=true: ${reason}`);
+    else t.pass(`skipped: ${reason}`, { skip: true });
+    return;
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'transfer-rrsync-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const src = join(dir, 'src');
+  const mnt = join(dir, 'mnt');
+  await mkdir(join(src, 'sub'), { recursive: true });
+  await mkdir(join(mnt, 'home'), { recursive: true });
+  await writeFile(join(src, 'a.txt'), 'hello\n');
+  await link(join(src, 'a.txt'), join(src, 'sub', 'hard.txt'));
+  await symlink('../a.txt', join(src, 'sub', 'sym'));
+  await runOk('setfattr', ['-n', 'user.k', '-v', 'v1', join(src, 'a.txt')]).catch(() => undefined);
+  await runOk('truncate', ['-s', '64M', join(src, 'sparse')]);
+  await writeFile(join(mnt, '.ramboot-transfer'), 'hash\n');
+  await writeFile(join(mnt, 'stale'), 'from an earlier run\n');
+  // The "ssh" rsync runs: what sshd does for the forced command (SSH_ORIGINAL_COMMAND = the client's command).
+  const fakeSsh = join(dir, 'fake-ssh');
+  await writeFile(fakeSsh, `#!/bin/sh\nwhile [ "$#" -gt 0 ] && [ "$1" != rsync ]; do shift; done\nSSH_ORIGINAL_COMMAND="$*" exec /usr/bin/rrsync -wo -no-lock ${mnt}\n`, { mode: 0o755 });
+  const argv = rsyncArgv({ from: src, mountpoint: '/', targetIp: '10.99.0.7', keyDir: '/tmp/k' });
+  const e = argv.indexOf('-e');
+  argv[e + 1] = fakeSsh;
+  const lines: string[] = [];
+  const r = await spawnLines(argv[0]!, argv.slice(1), { crIsNewline: true, onStdoutLine: (l) => lines.push(l) });
+  t.equal(r.code, 0, r.stderr);
+  t.ok(lines.map(parseProgress2).some((p) => p?.final), 'progress2 lines from the real run parse');
+  t.equal(await readFile(join(mnt, '.ramboot-transfer'), 'utf8'), 'hash\n', 'the marker is kept');
+  t.notOk(existsSync(join(mnt, 'stale')), '--delete removed what the source does not have');
+  t.equal((await stat(join(mnt, 'a.txt'))).ino, (await stat(join(mnt, 'sub', 'hard.txt'))).ino, 'hard link kept');
+  t.equal((await stat(join(mnt, 'sparse'))).blocks, 0, 'sparse file stays sparse');
+  const x = await run('getfattr', ['-n', 'user.k', '--only-values', join(mnt, 'a.txt')]);
+  if (x.code === 0) t.equal(x.stdout, 'v1', 'xattr kept');
+  // A path outside the mount root is refused by rrsync.
+  const out = rsyncArgv({ from: src, mountpoint: '/home', targetIp: '10.99.0.7', keyDir: '/tmp/k' });
+  out[out.indexOf('-e') + 1] = fakeSsh;
+  out[out.length - 1] = '10.99.0.7:/../../etc/';
+  const refused = await spawnLines(out[0]!, out.slice(1));
+  t.not(refused.code, 0);
+  t.match(refused.stderr, /do not use \.\./);
 });
