@@ -110,13 +110,25 @@ export async function ramOsMachine(client: ApiClient, mac: string, role: 'source
   const r = await client.request('GET', `/api/v1/machines/${mac}`, { allow: [404] });
   if (r.status === 404) throw new StageError('connect', `the ${role} ${mac} is not registered with ramboot`);
   const m = r.json as { boot?: string; status?: { ip?: string; hostKeys?: string[] } };
-  if (m.boot === 'local') throw new StageError('connect', `the ${role} ${mac} is set to boot local, not ramboot: set boot to once and boot it into ramboot first`);
   const ip = m.status?.ip;
   if (!ip || isIP(ip) === 0) throw new StageError('connect', `the ${role} ${mac} has not reported an address: is it booted into ramboot?`);
   if (!m.status?.hostKeys?.length) throw new StageError('connect', `the ${role} ${mac} has not reported its SSH host keys: is it booted into ramboot (and is sshd up)?`);
   const kh = await client.request('GET', `/api/v1/machines/${mac}/known_hosts`);
   if (!kh.text.trim()) throw new StageError('connect', `ramboot has no known_hosts for the ${role} ${mac}`);
   return { mac, boot: m.boot ?? '', ip, knownHosts: kh.text };
+}
+
+/**
+ * The machine runs the ramboot RAM OS (root in RAM, ramboot-fix and rrsync there). A machine's `boot`
+ * says nothing here: `once` turns `local` as soon as the RAM OS phones home.
+ */
+export const RAM_OS_CHECK = 'test -x /usr/local/sbin/ramboot-fix || exit 3; case $(findmnt -n -o FSTYPE /) in overlay|tmpfs|ramfs|rootfs) exit 0 ;; esac; exit 4';
+
+async function checkRamOs(remote: Remote, role: 'source' | 'target', mac: string): Promise<void> {
+  const r = await remote.exec(['sh', '-c', RAM_OS_CHECK], { timeoutMs: 120_000 });
+  if (r.code === 0) return;
+  if (r.code === 255) throw new StageError('connect', `cannot reach the ${role} ${mac} over SSH: ${r.stderr.trim().split('\n').at(-1) ?? ''}`);
+  throw new StageError('connect', `the ${role} ${mac} is not running the ramboot RAM OS (${r.code === 3 ? 'no ramboot-fix' : 'its root is on a disk'}): boot it into ramboot first (boot once)`);
 }
 
 /** Runs `body` with cleanup that also happens on SIGINT/SIGTERM (then exit 130/143). */
@@ -237,6 +249,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       sourceName = `${o.source.user}@${o.source.host}`;
     }
     machines.push({ mac: o.targetMac, role: 'target', peer: sourceName });
+    await Promise.all([checkRamOs(target, 'target', o.targetMac), ...(o.source.mode === 'cold' ? [checkRamOs(source, 'source', o.source.mac)] : [])]);
     timelines = new Timelines((mac, body) => client.postEvent(mac, body), machines, (m) => ui.warn(m));
     const tl = timelines;
     const step = async (s: TransferStep, msg: string): Promise<void> => {
