@@ -215,6 +215,9 @@ export interface Inventory {
    *  holds /etc/fstab), null when none found (e.g. a blank target). */
   rootDevice: string | null;
   unsupported: Uncarryable[];
+  /** Things the inspection noticed that change nothing by themselves (a filesystem that would not mount
+   *  read-only, so its used bytes are unknown; several fstabs found...). Absent = none. */
+  warnings?: string[];
 }
 
 /** The target is inspected with the same script (in cold mode: it runs the RAM OS). */
