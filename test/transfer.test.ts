@@ -18,7 +18,8 @@ import {
  *   3. a wrong target host key (regenerated and sshd restarted, not reported): refused with the
  *      host-key message, nothing written. The keys are put back.
  *   4. live transfer killed (SIGKILL to the CLI's process group) after the first transfer.progress,
- *      then rerun: completes (exit 0), the one-time key is gone from the target.
+ *      then rerun with --after stay: completes (exit 0), the one-time key is gone from the RAM OS's
+ *      authorized_keys; the test reboots the target.
  *   5. the target reboots into the copy: hostname, tree listing = the source's, the sparse file still
  *      sparse, fstab by the UUIDs blkid shows (no /dev/ line left), swap active; timeline in order.
  *   6. cold: the source PXE-boots ramboot with its disk, the target again, transfer --from <MAC>:
@@ -123,7 +124,7 @@ async function journey(t: Test): Promise<void> {
   // 3. the target's host key changes behind ramboot's back: refused, nothing written
   await t.test('a wrong target host key is refused before anything is written', async (t) => {
     const before = await lab.eventCount(TARGET_MAC);
-    await lab.sshOk(TARGET_IP, 'mkdir -p /root/hostkeys.orig && cp -a /etc/ssh/ssh_host_* /root/hostkeys.orig/ && rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh', tgt.knownHosts);
+    await lab.sshOk(TARGET_IP, 'mkdir -p /root/hostkeys.orig && cp -a /etc/ssh/ssh_host_* /root/hostkeys.orig/ && rm -f /etc/ssh/ssh_host_* && for k in ed25519 ecdsa; do ssh-keygen -q -N \'\' -t $k -f /etc/ssh/ssh_host_${k}_key; done && systemctl restart ssh', tgt.knownHosts);
     const r = await lab.cli(live, 600_000);
     t.equal(r.code, 1, `exit 1 (stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ')})`);
     t.match(`${r.stdout}\n${r.stderr}`, /host key/i, 'the reason is the host key');
@@ -150,15 +151,21 @@ async function journey(t: Test): Promise<void> {
     first.killNow('SIGKILL');
     await first.exited;
     t.pass('CLI killed (SIGKILL to its process group) mid-copy');
+    const adminKey = lab.source.pub.split(/\s+/)[1] ?? '';
+    const foreign = (text: string) => text.split('\n').filter((l) => l.trim() !== '' && !l.includes(adminKey));
     const leftover = await lab.sshOk(TARGET_IP, 'cat /root/.ssh/authorized_keys', tgt.knownHosts);
-    t.comment(`authorized_keys lines on the target after the kill: ${leftover.trim().split('\n').length}`);
+    t.comment(`authorized_keys lines on the target other than the admin's after the kill: ${foreign(leftover).length}`);
 
+    // --after stay: the RAM OS's authorized_keys can be read after the rerun; the test reboots.
     const copyStart = Date.now();
-    const r = await lab.cli([...live, '--after', 'reboot'], 1_800_000);
+    const r = await lab.cli([...live, '--after', 'stay'], 1_800_000);
     t.equal(r.code, 0, `rerun exit 0 (stderr: ${r.stderr.trim().split('\n').slice(-4).join(' | ')})`);
     const res = resultOf(r.stdout);
     t.match(res, { ok: true }, 'JSON result ok');
     t.comment(`rerun: ${((Date.now() - copyStart) / 1000).toFixed(0)} s; result ${JSON.stringify(res)}`);
+    const keys = await lab.sshOk(TARGET_IP, 'cat /root/.ssh/authorized_keys', tgt.knownHosts);
+    t.same(foreign(keys), [], 'no one-time key is left in the target\'s authorized_keys (only the admin\'s key)');
+    await lab.ssh(TARGET_IP, 'systemctl reboot --no-block', tgt.knownHosts, 60_000);
     await tgt.vm.waitForExit(600_000);
     t.pass('the target rebooted (QEMU ended: -no-reboot)');
   });
