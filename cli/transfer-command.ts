@@ -7,14 +7,14 @@ import type { Command } from 'commander';
 import { tryParseMac } from '../common/mac.js';
 import { addClientOptions, clientFrom, CliError, runCli, usageExitCodes, type ApiClient, type ClientFlags } from './api-client.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
-import { authorizedKeyLine, authorizeKey, cleanupSource, copyAll, discardKeyPair, makeKeyPair, prepareSource, revokeKeys, sourceAddressToward, type CopyProgress } from './transfer/copy.js';
+import { copyWithOneTimeKey, type CopyProgress } from './transfer/copy.js';
 import { Timelines, type TimelineMachine, type TransferStep } from './transfer/events.js';
 import { afterAction, finishTarget } from './transfer/finish.js';
 import { inspectMachine, makePlan, planText } from './transfer/planning.js';
 import { HostKeyError, killRunning, RemoteError, SshRemote, type Remote, type SshEndpoint } from './transfer/ssh.js';
 import { StageError } from './transfer/stage-error.js';
 import { applyPlan, PlanError, unmountTarget } from './transfer/target.js';
-import { isRefusal, type Plan } from './transfer/types.js';
+import { isRefusal, type Plan, type PlanRefusal } from './transfer/types.js';
 
 /**
  * `ramboot transfer --from SOURCE --to TARGET-MAC`: a running machine (live) or a registered
@@ -201,17 +201,15 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
   let timelines: Timelines | undefined;
   let target: Remote | undefined;
   let planned: Plan | undefined;
-  let interrupted = false;
+  let refusal: PlanRefusal | undefined;
+  let interrupted: NodeJS.Signals | undefined;
+  // A signal stops the running ssh/rsync; the transfer then unwinds through its cleanups (key
+  // removed from both sides) and reports transfer.failed. A second signal exits at once.
   const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    ui.warn(`${sig}: stopping and cleaning up`);
+    if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143);
+    interrupted = sig;
+    ui.warn(`${sig}: stopping; cleaning up (again to exit at once)`);
     killRunning();
-    void (async () => {
-      await timelines?.emit('transfer.failed', `transfer interrupted (${sig}) at ${stage}`, { stage, reason: `interrupted by ${sig}` });
-      await cleanup.run();
-      process.exit(sig === 'SIGINT' ? 130 : 143);
-    })();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -239,7 +237,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       sourceName = `${o.source.user}@${o.source.host}`;
     }
     machines.push({ mac: o.targetMac, role: 'target', peer: sourceName });
-    timelines = new Timelines((mac, body) => client.request('POST', `/api/v1/machines/${mac}/events`, { body }), machines, (m) => ui.warn(m));
+    timelines = new Timelines((mac, body) => client.postEvent(mac, body), machines, (m) => ui.warn(m));
     const tl = timelines;
     const step = async (s: TransferStep, msg: string): Promise<void> => {
       stage = s;
@@ -259,7 +257,8 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       return isRefusal(p) ? 1 : 0;
     }
     if (isRefusal(p)) {
-      process.stderr.write(planText(p));
+      refusal = p;
+      if (!o.json) process.stderr.write(planText(p));
       throw new StageError('plan', p.reason);
     }
     planned = p;
@@ -282,20 +281,11 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
 
     // --- copy
     await step('copy', applied.resumed ? 'copying (resuming: only what is missing or changed)' : 'copying');
-    const key = await makeKeyPair();
-    cleanup.add('local key', () => discardKeyPair(key));
-    const srcIp = await sourceAddressToward(source, tm.ip);
-    if (!srcIp) ui.warn('cannot tell the source address toward the target: the one-time key is not limited to it');
-    cleanup.add('one-time key on the target', () => revokeKeys(t));
-    await revokeKeys(target);
-    await authorizeKey(target, authorizedKeyLine(key.publicKey, srcIp));
-    const keyDir = await prepareSource(source, key, tm.knownHosts);
-    const s = source;
-    cleanup.add('key on the source', () => cleanupSource(s, keyDir));
-    const copied = await copyAll(source, p, {
+    const copied = await copyWithOneTimeKey(source, target, p, {
       targetIp: tm.ip,
-      keyDir,
+      targetKnownHosts: tm.knownHosts,
       log: (m) => ui.info(m),
+      warn: (m) => ui.warn(m),
       onProgress: (cp) => {
         ui.progress(cp);
         tl.progress(cp);
@@ -304,8 +294,6 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
     ui.progressDone();
     await tl.flush();
     for (const w of copied.warnings) ui.warn(w);
-    await revokeKeys(target);
-    await cleanupSource(source, keyDir);
 
     // --- finish
     await finishTarget(target, p, {
@@ -313,7 +301,7 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       note: (m) => ui.info(m),
       warn: (m) => {
         ui.warn(m);
-        void tl.emit('transfer.step', `warning: ${m}`, { step: stage, warning: m });
+        void tl.emit('transfer.step', `warning: ${m}`, { step: stage, warning: m }, 'warning');
       },
     });
     stage = 'finish';
@@ -327,14 +315,13 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
     else process.stdout.write(`transferred ${sourceName} to ${o.targetMac} (${p.target.disk.device}): ${formatBytes(copied.bytes)}, ${copied.files} files in ${formatDuration(seconds)} (${mbPerSecond} MB/s); boot local; ${o.after}\n`);
     return 0;
   } catch (e) {
-    if (interrupted) await new Promise(() => undefined); // the signal handler exits
     ui.progressDone();
-    const reason = e instanceof HostKeyError || e instanceof StageError || e instanceof RemoteError || e instanceof PlanError ? e.message : e instanceof CliError ? e.message : (e as Error).message;
+    const reason = interrupted ? `interrupted by ${interrupted}` : e instanceof HostKeyError || e instanceof StageError || e instanceof RemoteError || e instanceof PlanError || e instanceof CliError ? e.message : (e as Error).message;
     const st = e instanceof StageError ? e.stage : stage;
     if (e instanceof HostKeyError) stage = 'connect';
     await timelines?.flush().catch(() => undefined);
-    if (planned || st !== 'connect') await timelines?.emit('transfer.failed', `transfer failed at ${st}: ${reason}`, { stage: st, reason });
-    if (o.json) process.stdout.write(`${JSON.stringify({ kind: 'result', ok: false, stage: st, reason })}\n`);
+    if (!o.planOnly) await timelines?.emit('transfer.failed', `transfer failed at ${st}: ${reason}`, { stage: st, reason });
+    if (o.json) process.stdout.write(`${JSON.stringify({ kind: 'result', ok: false, stage: st, reason, ...(refusal ? { refusal } : {}) })}\n`);
     throw new CliError(`${st}: ${reason}`, 1);
   } finally {
     await cleanup.run();

@@ -134,6 +134,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 step bootloader
+udevadm settle --timeout=30 >/dev/null 2>&1 || true # /dev/disk/by-uuid for grub-mkconfig's root=UUID=
 case $bootmode in
   bios) gtarget=i386-pc ;;
   uefi) gtarget=x86_64-efi ;;

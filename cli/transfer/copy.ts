@@ -64,16 +64,16 @@ chmod 600 "$t" && mv -f -- "$t" "$f"
 
 const AUTHORIZE = String.raw`
 umask 077
-mkdir -p /root/.ssh
-printf '%s\n' "$1" >>/root/.ssh/authorized_keys
+mkdir -p -- "$(dirname -- "$2")"
+printf '%s\n' "$1" >>"$2"
 `;
 
-export async function authorizeKey(target: Remote, line: string): Promise<void> {
-  await execOk(target, ['sh', '-s', '--', line], 'adding the one-time key', { stdin: AUTHORIZE, timeoutMs: 60_000 });
+export async function authorizeKey(target: Remote, line: string, file = AUTH_KEYS): Promise<void> {
+  await execOk(target, ['sh', '-s', '--', line, file], 'adding the one-time key', { stdin: AUTHORIZE, timeoutMs: 60_000 });
 }
 
-export async function revokeKeys(target: Remote): Promise<void> {
-  await execOk(target, ['sh', '-s', '--', AUTH_KEYS, ` ${KEY_COMMENT_PREFIX}`], 'removing the one-time key', { stdin: REVOKE, timeoutMs: 60_000 });
+export async function revokeKeys(target: Remote, file = AUTH_KEYS): Promise<void> {
+  await execOk(target, ['sh', '-s', '--', file, ` ${KEY_COMMENT_PREFIX}`], 'removing the one-time key', { stdin: REVOKE, timeoutMs: 60_000 });
 }
 
 /** The address the source uses toward the target (for from="..."), undefined when it cannot tell. */
@@ -85,8 +85,15 @@ export async function sourceAddressToward(source: Remote, targetIp: string): Pro
 
 const PREPARE_SOURCE = String.raw`
 umask 077
-# what a killed run left (its key is no longer accepted by the target)
-for d in /tmp/ramboot-transfer-key.*; do [ -d "$d" ] && rm -rf -- "$d"; done
+# What a killed run left: an rsync still using its key (stopped, by pid) and the key itself (the
+# target no longer accepts it).
+for d in /tmp/ramboot-transfer-key.*; do
+  [ -d "$d" ] || continue
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$d/key"; then kill "$(basename -- "$p")" 2>/dev/null; fi
+  done
+  rm -rf -- "$d"
+done
 d=$(mktemp -d /tmp/ramboot-transfer-key.XXXXXX) || exit 1
 cat >"$d/key"
 printf '%s\n' "$1" >"$d/known_hosts"
@@ -95,9 +102,8 @@ echo "$d"
 
 /** A 0700 temp dir on the source holding the private key and the target's known_hosts. */
 export async function prepareSource(source: Remote, key: KeyPair, knownHosts: string): Promise<string> {
-  const script = `${PREPARE_SOURCE}`;
-  // the private key goes on stdin after the script: `sh -s` reads the script line by line, then cat reads the rest
-  const r = await execOk(source, ['sh', '-c', script, 'sh', knownHosts.trim()], 'preparing the source', { stdin: key.privateKey, timeoutMs: 60_000 });
+  // the script is an argument and the private key its stdin (never on a command line)
+  const r = await execOk(source, ['sh', '-c', PREPARE_SOURCE, 'sh', knownHosts.trim()], 'preparing the source', { stdin: key.privateKey, timeoutMs: 60_000 });
   const dir = r.stdout.trim().split('\n').at(-1) ?? '';
   if (!/^\/tmp\/ramboot-transfer-key\.[A-Za-z0-9]+$/.test(dir)) throw new RemoteError(`preparing the source gave an unexpected temp dir "${dir}"`, 1, r.stderr);
   return dir;
@@ -238,10 +244,8 @@ export async function copyAll(
   const tracker = new ProgressTracker(plan.copies);
   const warnings: string[] = [];
   const cold = plan.source.mode === 'cold';
-  if (cold) {
-    const vgs = [...new Set(plan.copies.map((c) => /^\/dev\/mapper\/|^\/dev\/([^/]+)\/[^/]+$/.exec(c.sourceDevice)).filter((m) => m?.[1]).map((m) => m![1]!))];
-    for (const vg of vgs) await source.exec(['vgchange', '-ay', vg], { timeoutMs: 120_000 });
-  }
+  // logical volumes of a cold source are active (activation writes nothing to the disks)
+  if (cold && plan.copies.some((c) => /^\/dev\/(mapper\/|[^/]+\/)/.test(c.sourceDevice))) await source.exec(['vgchange', '-ay'], { timeoutMs: 120_000 });
   for (const [i, c] of plan.copies.entries()) {
     tracker.start(i);
     let from = c.sourcePath ?? undefined;
@@ -278,4 +282,40 @@ export async function copyAll(
   }
   const s = tracker.snapshot();
   return { bytes: s.bytes, files: s.files, seconds: (Date.now() - t0) / 1000, warnings };
+}
+
+export interface OneTimeKeyCopy {
+  targetIp: string;
+  /** The target's registry known_hosts (the source checks the target against it). */
+  targetKnownHosts: string;
+  onProgress: (p: CopyProgress) => void;
+  log: (m: string) => void;
+  warn: (m: string) => void;
+}
+
+/**
+ * The whole copy: a one-time key accepted by the target only from the source and only for rrsync
+ * into MOUNT_ROOT; the private key in a temp dir on the source; rsync per filesystem. The key is
+ * removed from the target, the source and this machine whatever happens (failure, a signal that
+ * killed the rsync, success); a cleanup that fails is reported, and a failed copy stays the error.
+ */
+export async function copyWithOneTimeKey(source: Remote, target: Remote, plan: Plan, o: OneTimeKeyCopy): Promise<CopyResult> {
+  const key = await makeKeyPair();
+  let keyDir: string | undefined;
+  let authorized = false;
+  try {
+    const srcIp = await sourceAddressToward(source, o.targetIp);
+    if (!srcIp) o.warn('cannot tell the source address toward the target: the one-time key is not limited to it');
+    authorized = true; // from here on, a revoke is due even if adding fails halfway
+    await revokeKeys(target);
+    await authorizeKey(target, authorizedKeyLine(key.publicKey, srcIp));
+    keyDir = await prepareSource(source, key, o.targetKnownHosts);
+    return await copyAll(source, plan, { targetIp: o.targetIp, keyDir, onProgress: o.onProgress, log: o.log });
+  } finally {
+    const problems: string[] = [];
+    if (authorized) await revokeKeys(target).catch((e: Error) => problems.push(`the one-time key may still be in the target's authorized_keys: ${e.message}`));
+    if (keyDir) await cleanupSource(source, keyDir).catch((e: Error) => problems.push(`${keyDir} on the source may still hold the one-time key: ${e.message}`));
+    await discardKeyPair(key).catch((e: Error) => problems.push(`${key.dir}: ${e.message}`));
+    for (const p of problems) o.warn(p);
+  }
 }

@@ -23,7 +23,17 @@ export interface TimelineMachine {
 export interface EventBody {
   event: TransferEventName;
   message: string;
+  level?: 'info' | 'warning' | 'error';
   data?: Record<string, unknown>;
+}
+
+/** The server takes messages and data strings of at most 500 characters: longer ones are cut. */
+export const MAX_TEXT = 500;
+
+export function boundedBody(b: EventBody): EventBody {
+  const cut = (s: string): string => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT - 1)}…` : s);
+  const data = b.data ? Object.fromEntries(Object.entries(b.data).map(([k, v]) => [k, typeof v === 'string' ? cut(v) : v])) : undefined;
+  return { ...b, message: cut(b.message), ...(data ? { data } : {}) };
 }
 
 export type PostEvent = (mac: string, body: EventBody) => Promise<unknown>;
@@ -41,8 +51,8 @@ export class Timelines {
   ) {}
 
   /** Posts to every machine; waits for the posts (they are quick) but never throws. */
-  async emit(event: TransferEventName, message: string, data: Record<string, unknown> = {}): Promise<void> {
-    await Promise.all(this.machines.map((m) => this.one(m, { event, message, data: { role: m.role, peer: m.peer, ...data } })));
+  async emit(event: TransferEventName, message: string, data: Record<string, unknown> = {}, level?: EventBody['level']): Promise<void> {
+    await Promise.all(this.machines.map((m) => this.one(m, boundedBody({ event, message, ...(level ? { level } : {}), data: { role: m.role, peer: m.peer, ...data } }))));
   }
 
   step(step: TransferStep, message: string): Promise<void> {

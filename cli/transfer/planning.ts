@@ -1,9 +1,9 @@
 import { INSPECT_SCRIPT, parseInspection } from './inspect.js';
 import { plan } from './plan.js';
-import { formatPlan } from './plan-format.js';
+import { formatPlan, formatRefusal } from './plan-format.js';
 import { StageError } from './stage-error.js';
 import { tail, type Remote } from './ssh.js';
-import type { InspectMode, Inventory, Plan, PlanRefusal } from './types.js';
+import { isRefusal, type InspectMode, type Inventory, type Plan, type PlanRefusal } from './types.js';
 
 /** The transfer-plan helper's inspect / plan / plan-format, as the command calls them. */
 
@@ -23,6 +23,6 @@ export function makePlan(source: Inventory, target: Inventory, o: { disk: string
 }
 
 export function planText(p: Plan | PlanRefusal): string {
-  const s = formatPlan(p);
+  const s = isRefusal(p) ? formatRefusal(p) : formatPlan(p);
   return s.endsWith('\n') ? s : `${s}\n`;
 }
