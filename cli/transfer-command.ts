@@ -110,7 +110,8 @@ export async function ramOsMachine(client: ApiClient, mac: string, role: 'source
   const r = await client.request('GET', `/api/v1/machines/${mac}`, { allow: [404] });
   if (r.status === 404) throw new StageError('connect', `the ${role} ${mac} is not registered with ramboot`);
   const m = r.json as { boot?: string; status?: { ip?: string; hostKeys?: string[] } };
-  if (m.boot === 'local') throw new StageError('connect', `the ${role} ${mac} is set to boot local, not ramboot: set boot to once and boot it into ramboot first`);
+  // No refusal of boot=local: `once` flips to `local` when the RAM OS phones home (registry.phoneHome),
+  // so a machine booted into ramboot with `once` is `local` here. (transfer-e2e: one-line fix.)
   const ip = m.status?.ip;
   if (!ip || isIP(ip) === 0) throw new StageError('connect', `the ${role} ${mac} has not reported an address: is it booted into ramboot?`);
   if (!m.status?.hostKeys?.length) throw new StageError('connect', `the ${role} ${mac} has not reported its SSH host keys: is it booted into ramboot (and is sshd up)?`);
