@@ -71,6 +71,7 @@ export async function runTransferBench(): Promise<string> {
   const small = Math.max(100, Number(process.env['RAMBOOT_BENCH_TRANSFER_SMALL'] ?? 10000) || 10000);
   const scope = new BenchScope();
   const runs: Run[] = [];
+  const failures: string[] = [];
   const started = new Date();
   let dataLine = '';
   try {
@@ -110,7 +111,11 @@ export async function runTransferBench(): Promise<string> {
         const t0 = Date.now();
         const r = await lab.cli(['transfer', '--from', `root@${SOURCE_IP}`, '--to', TARGET_MAC, '--ssh-config', lab.sshConfig, '--after', 'stay', '--json'], 3_600_000);
         const wallSeconds = (Date.now() - t0) / 1000;
-        if (r.code !== 0) throw new Error(`ramboot transfer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+        if (r.code !== 0) {
+          failures.push(`round ${i + 1}: ramboot transfer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+          progress(failures[failures.length - 1] ?? '');
+          continue;
+        }
         const res = JSON.parse(r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1) ?? '{}') as { bytes?: number; files?: number; copySeconds?: number };
         runs.push({ kind: 'ramboot', bytes: res.bytes ?? 0, files: res.files ?? 0, seconds: res.copySeconds ?? wallSeconds, wallSeconds, load });
       }
@@ -120,10 +125,10 @@ export async function runTransferBench(): Promise<string> {
   } finally {
     await scope.close();
   }
-  return report(runs, dataLine, started);
+  return report(runs, dataLine, started, failures);
 }
 
-function report(runs: Run[], dataLine: string, started: Date): string {
+function report(runs: Run[], dataLine: string, started: Date, failures: string[]): string {
   const rows = runs.map((r, i) => `| ${i + 1} | ${r.kind} | ${(r.bytes / 1e6).toFixed(0)} | ${r.files} | ${r.seconds.toFixed(1)} | ${r.wallSeconds.toFixed(1)} | ${(r.bytes / 1e6 / r.seconds).toFixed(1)} | ${(r.files / r.seconds).toFixed(0)} | ${r.load.toFixed(1)} |`);
   const mbps = (k: Run['kind']) => median(runs.filter((r) => r.kind === k).map((r) => r.bytes / 1e6 / r.seconds));
   const fps = (k: Run['kind']) => median(runs.filter((r) => r.kind === k).map((r) => r.files / r.seconds));
@@ -138,6 +143,7 @@ function report(runs: Run[], dataLine: string, started: Date): string {
     '',
     `Median: ramboot ${mbps('ramboot').toFixed(1)} MB/s, ${fps('ramboot').toFixed(0)} files/s; bare rsync ${mbps('bare').toFixed(1)} MB/s, ${fps('bare').toFixed(0)} files/s.`,
     `Ratio ramboot/bare: ${ratio.toFixed(2)}x MB/s, ${fratio.toFixed(2)}x files/s (goal >= 0.9x): ${ratio >= 0.9 ? 'met' : 'NOT met'}.`,
+    ...(failures.length ? ['', 'Failed rounds:', ...failures.map((f) => `- ${f}`)] : []),
     '',
   ].join('\n');
   return text;
