@@ -129,7 +129,7 @@ fstabs() {
 
 cleanup() {
   if [ -n "$mounted" ]; then umount "$work/m" 2>/dev/null || umount -l "$work/m" 2>/dev/null; fi
-  # Never rm -r: a mount that would not go away must not be walked.
+  # Files one by one and rmdir, never a recursive removal: a mount that would not go away must not be walked.
   rm -f "$work/out" "$work/err" "$work/merr" "$work/devs"
   rmdir "$work/m" 2>/dev/null
   rmdir "$work" 2>/dev/null

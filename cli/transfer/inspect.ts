@@ -429,11 +429,11 @@ export function parseInspection(text: string): Inventory {
   const canon = (p: string): string => canonical.get(p) ?? canonical.get(linkTarget.get(p) ?? '') ?? p;
 
   // Mounts on the inspected machine, by canonical device.
-  const mountsOf = new Map<string, { target: string; size: number | null; used: number | null }[]>();
+  const mountsOf = new Map<string, { target: string; fstype: string; size: number | null; used: number | null }[]>();
   for (const m of mounts) {
     if (!m.source.startsWith('/dev/')) continue;
     const dev = canon(m.source.replace(/\[.*\]$/, ''));
-    mountsOf.set(dev, [...(mountsOf.get(dev) ?? []), { target: m.target, size: m.size ?? null, used: m.used ?? null }]);
+    mountsOf.set(dev, [...(mountsOf.get(dev) ?? []), { target: m.target, fstype: m.fstype, size: m.size ?? null, used: m.used ?? null }]);
   }
 
   // Cold: used bytes measured on read-only mounts.
@@ -497,6 +497,7 @@ export function parseInspection(text: string): Inventory {
     const chosen = rooted[0] ?? (candidates.length === 1 ? candidates[0] : undefined);
     if (rooted.length > 1) warnings.push(`several root filesystems found (${rooted.map((c) => c.dev).join(', ')}): using ${chosen!.dev}`);
     if (!chosen && candidates.length > 1) warnings.push(`several fstabs found and none mounts its own filesystem at /: ${candidates.map((c) => `${c.dev}:${c.path}`).join(', ')}`);
+    if (chosen && rooted.length === 0) warnings.push(`the only fstab found (${chosen.dev}:${chosen.path}) does not name its own filesystem for /: taken as the root anyway`);
     if (chosen) {
       fstabLines = chosen.lines;
       fstabFrom = `${chosen.dev}:${chosen.path}`;
@@ -511,9 +512,10 @@ export function parseInspection(text: string): Inventory {
     const p = pathOf(dev);
     const c = canon(p);
     const b = blkid.get(p) ?? {};
-    const type = b['TYPE'] ?? dev.fstype ?? null;
-    if (!type) return null;
     const mine = mountsOf.get(c) ?? [];
+    // No signature read (no udev data, blkid not permitted) but mounted: the kernel's word for it.
+    const type = b['TYPE'] ?? dev.fstype ?? mine[0]?.fstype ?? null;
+    if (!type) return null;
     const entry = fstabOf(c);
     const mountedAt = s.mode === 'live' ? (mine.find((m) => m.target === entry?.file) ?? mine[0])?.target ?? null : null;
     const live = s.mode === 'live' ? mine.find((m) => m.target === mountedAt) : undefined;
@@ -637,6 +639,11 @@ export function parseInspection(text: string): Inventory {
     if (segs.some((x) => x !== 'linear' && x !== 'striped')) {
       unsupported.push({ kind: 'lvm-unsupported', device: lv.path, mountpoint: mountpointOf(lv.path), inUse: used(lv.path) || /^.{4}a/.test(lv.attr), reason: `logical volume of type ${lv.segtype}: only linear and striped volumes are carried` });
     }
+  }
+  const subvolMounts = fstab.filter((e) => e.vfstype === 'btrfs' && /(^|,)subvol(id)?=/.test(e.options));
+  for (const dev of new Set(subvolMounts.map((e) => e.device ?? e.spec))) {
+    const at = subvolMounts.filter((e) => (e.device ?? e.spec) === dev).map((e) => e.file);
+    unsupported.push({ kind: 'other', device: dev, mountpoint: at[0] ?? null, inUse: true, reason: `btrfs subvolumes (mounted at ${at.join(', ')}): the subvolume layout is not carried yet` });
   }
   for (const e of fstab) {
     if (isNetworkFs(e.vfstype)) {

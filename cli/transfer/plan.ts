@@ -304,6 +304,7 @@ export function plan(source: Inventory, target: TargetInventory, opts: PlanOptio
       number: s.number, device: partitionDevice(tdisk.path, s.number),
       startSector: pos / ss, sizeSectors: size.bytes / ss, startBytes: pos, sizeBytes: size.bytes,
       type: s.type, name: s.name, attrs: s.attrs, bootable: s.bootable, role: s.role, added: s.src === null,
+      partuuid: table === 'gpt' ? s.src?.partuuid ?? null : null,
       source: s.src ? { device: s.src.path, sizeBytes: s.src.sizeBytes } : null,
       sizing: s.src === null ? 'added' : size.sizing,
     });
@@ -314,7 +315,7 @@ export function plan(source: Inventory, target: TargetInventory, opts: PlanOptio
     const ext: PlannedPartition = {
       number: extended.number, device: partitionDevice(tdisk.path, extended.number),
       startSector: extStart / ss, sizeSectors: (extEnd - extStart) / ss, startBytes: extStart, sizeBytes: extEnd - extStart,
-      type: extended.type, name: null, attrs: [], bootable: extended.bootable, role: 'extended', added: false,
+      type: extended.type, name: null, attrs: [], bootable: extended.bootable, role: 'extended', added: false, partuuid: null,
       source: { device: extended.path, sizeBytes: extended.sizeBytes }, sizing: 'container',
     };
     const firstLogical = partitions.findIndex((p) => p.number > 4);
@@ -404,12 +405,12 @@ export function plan(source: Inventory, target: TargetInventory, opts: PlanOptio
     esp: espPart ? { device: espPart.device, mountpoint: espFs?.mountpoint ?? '/boot/efi', added: espPart.added } : null,
   };
   const last = partitions.reduce((a, p) => Math.max(a, p.startBytes + p.sizeBytes), 0);
-  const layout = { table, sectorSize: ss, partitions, filesystems: filesystems.map(({ device, type, uuid, label }) => ({ device, type, uuid, label })), lvm: lvmPlan };
+  const layout = { table, tableId: sdisk.tableId, sectorSize: ss, partitions, filesystems: filesystems.map(({ device, type, uuid, label }) => ({ device, type, uuid, label })), lvm: lvmPlan };
   return {
     kind: 'plan', schema: 1,
     source: { hostname: source.hostname, mode: source.mode, bootMode: source.bootMode, disk: diskRef(sdisk, sdisk.path) },
     target: { hostname: target.hostname, bootMode: target.bootMode, disk: diskRef(tdisk, chosen.requested) },
-    table, partitions, filesystems, lvm: lvmPlan, mounts, copies, swap, boot, cannotCarry, notes,
+    table, tableId: sdisk.tableId, partitions, filesystems, lvm: lvmPlan, mounts, copies, swap, boot, cannotCarry, notes,
     totals: {
       sourceDiskBytes: sdisk.sizeBytes, targetDiskBytes: tdisk.sizeBytes,
       usedBytes: fsUses.filter((u) => u.copied).reduce((a, u) => a + (u.fs.usedBytes ?? 0), 0),

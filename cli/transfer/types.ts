@@ -248,6 +248,9 @@ export interface PlannedPartition {
   added: boolean;
   /** The source partition it carries, null when added. */
   source: { device: string; sizeBytes: number } | null;
+  /** GPT: the source partition's unique GUID, kept (sgdisk -u N:GUID) so PARTUUID= references (fstab,
+   *  kernel command lines) stay valid; null for MBR (there it follows from `Plan.tableId`) or added ones. */
+  partuuid?: string | null;
   /** How the size was chosen: scaled in proportion, kept as on the source (fixed), raised to the
    *  minimum (used + headroom), or the added default. */
   sizing: 'scaled' | 'fixed' | 'minimum' | 'added' | 'container';
@@ -366,6 +369,9 @@ export interface Plan {
   source: { hostname: string; mode: InspectMode; bootMode: BootMode; disk: PlanDiskRef };
   target: { hostname: string; bootMode: BootMode; disk: PlanDiskRef };
   table: TableType;
+  /** The source's disk identifier, kept: GPT disk GUID (sgdisk -U) or MBR id "0x1234abcd" (sfdisk
+   *  label-id; MBR PARTUUIDs are "<id>-<nn>"). null when unknown. */
+  tableId?: string | null;
   /** In disk order. */
   partitions: PlannedPartition[];
   /** Everything to mkfs/mkswap, partitions and LVs alike. */

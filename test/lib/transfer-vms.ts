@@ -225,11 +225,12 @@ export class TransferLab {
     });
   }
 
-  /** Waits for a host-keys report newer than the first `since` timeline events, then SSH with those keys. */
+  /** Waits for host keys reported after the first `since` timeline events, then SSH with those keys. */
   private async waitForRamboot(vm: Qemu, mac: string, ip: string, since: number): Promise<string> {
     let exited = false;
     void vm.proc.exited.then(() => { exited = true; });
-    await this.waitForEvent(mac, 'host-keys.reported', since, BOOT_TIMEOUT_MS, () => {
+    // The early host-keys report (cloud flavour) or the phone-home (both flavours) carry the keys.
+    await this.waitForEvent(mac, ['host-keys.reported', 'phone-home.ready'], since, BOOT_TIMEOUT_MS, () => {
       if (exited) throw new Error(`${vm.name}: QEMU exited before the RAM OS reported its host keys\n${vm.tail(30)}`);
     });
     const kh = await this.registryKnownHosts(mac);
@@ -248,16 +249,17 @@ export class TransferLab {
    * timeline is read from the API every second (events are recorded there, not logged); `check` may
    * throw to stop early (a VM that died).
    */
-  async waitForEvent(mac: string, name: string, since: number, timeoutMs: number, check?: () => void): Promise<TimelineEvent> {
+  async waitForEvent(mac: string, name: string | readonly string[], since: number, timeoutMs: number, check?: () => void): Promise<TimelineEvent> {
+    const wanted: readonly string[] = typeof name === 'string' ? [name] : name;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       check?.();
       const r = await this.srv.api('GET', `/api/v1/machines/${mac}/events`);
       if (r.status === 200) {
-        const hit = (r.json as { events: TimelineEvent[] }).events.slice(since).find((e) => e.event === name);
+        const hit = (r.json as { events: TimelineEvent[] }).events.slice(since).find((e) => wanted.includes(e.event));
         if (hit) return hit;
       }
-      if (Date.now() > deadline) throw new Error(`no ${name} event for ${mac} within ${timeoutMs} ms`);
+      if (Date.now() > deadline) throw new Error(`no ${wanted.join(' / ')} event for ${mac} within ${timeoutMs} ms`);
       await new Promise((res) => setTimeout(res, 1000));
     }
   }
