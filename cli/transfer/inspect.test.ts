@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { InspectError, normaliseMbrType, parseBlkidExport, parseInspection, parseMdstat, parseSwaps, splitSections } from './inspect.js';
 import { INSPECT_SCRIPT, inspectRemoteCommand } from './inspect-script.js';
 import { parseFstab } from './fstab.js';
+import { plan } from './plan.js';
 import type { Inventory } from './types.js';
 
 const FIXTURES = join(fileURLToPath(new URL('.', import.meta.url)), 'fixtures');
@@ -215,4 +216,40 @@ t.test('the script: fixed text, one argument, no template holes', async (t) => {
   t.match(INSPECT_SCRIPT, /ro,noload/);
   t.match(INSPECT_SCRIPT, /ro,norecovery/);
   t.notMatch(INSPECT_SCRIPT, /rm -r/, 'never removes recursively (a stuck mount must not be walked)');
+});
+
+t.test('never a crash: cut or damaged output gives an InspectError or a valid inventory', async (t) => {
+  let errors = 0;
+  let parsed = 0;
+  const blankTarget = inv('cold-bios-blank-2disks');
+  const files = readdirSync(FIXTURES).filter((f) => f.endsWith('.txt'));
+  for (const f of files) {
+    const text = readFileSync(join(FIXTURES, f), 'utf8');
+    const variants: string[] = [];
+    for (let i = 1; i < 40; i++) variants.push(text.slice(0, Math.floor((text.length * i) / 40)));
+    // Damage inside the content but keep the markers: delete a line, swap a value type, drop a key.
+    const lines = text.split('\n');
+    for (let i = 0; i < lines.length; i += Math.max(1, Math.floor(lines.length / 60))) {
+      if (lines[i]!.startsWith('@@')) continue;
+      variants.push([...lines.slice(0, i), ...lines.slice(i + 1)].join('\n'));
+      variants.push([...lines.slice(0, i), lines[i]!.replace(/: (\d+|"[^"]*"|true|false|null)/, ': {}'), ...lines.slice(i + 1)].join('\n'));
+    }
+    for (const v of variants) {
+      try {
+        const inv = parseInspection(v);
+        // The planner takes whatever the parser accepts without throwing.
+        const p = plan(inv, blankTarget, { disk: '/dev/vda' });
+        if (p.kind !== 'plan' && p.kind !== 'refusal') t.fail('plan or refusal');
+        parsed++;
+      } catch (e) {
+        if (!(e instanceof InspectError)) {
+          t.fail(`${f}: ${(e as Error).name}: ${(e as Error).message}`);
+          return;
+        }
+        errors++;
+      }
+    }
+  }
+  t.comment(`${errors} damaged outputs refused with an InspectError, ${parsed} still valid`);
+  t.ok(errors > 100);
 });

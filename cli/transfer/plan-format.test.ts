@@ -57,7 +57,7 @@ t.test('a refusal: the reason, the numbers per filesystem, needed vs available, 
   t.match(text, /^Cannot transfer \(too-small\): target disk \/dev\/vda is too small/);
   t.match(text, new RegExp(`Needed ${fmt(r.neededBytes!).replace('.', '\\.')} \\(${r.neededBytes} bytes\\), available 400 MiB \\(${400 * MiB} bytes\\)`));
   t.match(text, /DEVICE\s+MOUNTPOINT\s+FS\s+SOURCE SIZE\s+USED\s+MINIMUM\s+PLANNED/);
-  t.match(text, /\/dev\/vda2\s+\/\s+ext4\s+1\.2 GiB\s+100 MiB\s+175 MiB\s+-/);
+  t.match(text, /\/dev\/vda2\s+\/\s+ext4\s+1\.2 GiB\s+100 MiB\s+175 MiB\s+60\.0 MiB/);
   t.match(text, /Cannot carry: nothing/);
 
   const several = plan(inv('cold-gpt-bios'), target([4 * GiB, 3 * GiB]));

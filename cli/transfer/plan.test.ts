@@ -101,9 +101,12 @@ t.test('too small: refused before anything, with the numbers per filesystem', as
   t.equal(r.availableBytes, 400 * MiB);
   t.ok(r.neededBytes! > 400 * MiB, `needed ${r.neededBytes}`);
   t.match(r.reason, /target disk \/dev\/vda is too small: .* needed .* 400 MiB available/);
-  t.same(r.filesystems.map((f) => [f.device, f.mountpoint, f.type, f.plannedBytes]), [
-    ['/dev/vda1', null, null, null], ['/dev/vda2', '/', 'ext4', null], ['/dev/vda3', '/home', 'ext4', null], ['/dev/vda4', null, 'swap', null],
+  t.same(r.filesystems.map((f) => [f.device, f.mountpoint, f.type]), [
+    ['/dev/vda1', null, null], ['/dev/vda2', '/', 'ext4'], ['/dev/vda3', '/home', 'ext4'], ['/dev/vda4', null, 'swap'],
   ]);
+  const k = (400 * MiB - 257 * MiB) / (3 * GiB - 257 * MiB);
+  t.same(r.filesystems.map((f) => f.plannedBytes), [MiB, Math.floor((1200 * MiB * k) / MiB) * MiB, Math.floor((700 * MiB * k) / MiB) * MiB, 256 * MiB], 'planned = what scaling alone would give');
+  t.ok(r.filesystems[1]!.plannedBytes! < r.filesystems[1]!.minBytes, 'below the minimum: the reason it is refused');
   const root = r.filesystems[1]!;
   t.equal(root.usedBytes, src.disks[0]!.partitions[1]!.fs!.usedBytes);
   t.ok(root.minBytes > root.usedBytes!, 'minimum above used');

@@ -282,7 +282,8 @@ export function plan(source: Inventory, target: TargetInventory, opts: PlanOptio
   if (!fit.ok) {
     const needed = fit.neededBytes + overhead + (tdisk.sizeBytes - usableEnd);
     return refusal('too-small', `target disk ${chosen.requested} is too small: ${fmt(needed)} needed (used bytes + headroom and fixed partitions), ${fmt(tdisk.sizeBytes)} available`, {
-      neededBytes: needed, availableBytes: tdisk.sizeBytes, filesystems: refusalFs(null), cannotCarry,
+      // "planned" here: what proportional scaling alone would give each one (below its minimum = the problem).
+      neededBytes: needed, availableBytes: tdisk.sizeBytes, filesystems: refusalFs(slots.map((x) => (x.item.fixed ? x.item.source : Math.floor((x.item.source * scale) / MiB) * MiB))), cannotCarry,
     });
   }
 
