@@ -163,6 +163,8 @@ export class ProgressTracker {
   private doneBytes = 0;
   private doneFiles = 0;
   private current: Progress2 | undefined;
+  /** Files checked in the current filesystem (only lines that end a file say it). */
+  private checked = 0;
   private index = 0;
   readonly totalWeight: number;
 
@@ -173,10 +175,12 @@ export class ProgressTracker {
   start(i: number): void {
     this.index = i;
     this.current = undefined;
+    this.checked = 0;
   }
 
   update(p: Progress2): CopyProgress {
     this.current = p;
+    if (p.checked !== undefined) this.checked = p.checked;
     return this.snapshot();
   }
 
@@ -184,8 +188,9 @@ export class ProgressTracker {
   finish(): void {
     this.doneWeight += this.copies[this.index]?.usedBytes ?? 0;
     this.doneBytes += this.current?.bytes ?? 0;
-    this.doneFiles += this.current?.checked ?? 0;
+    this.doneFiles += this.checked;
     this.current = undefined;
+    this.checked = 0;
   }
 
   snapshot(): CopyProgress {
@@ -199,7 +204,7 @@ export class ProgressTracker {
     return {
       bytes: this.doneBytes + (c?.bytes ?? 0),
       totalBytes: this.totalWeight,
-      files: this.doneFiles + (c?.checked ?? 0),
+      files: this.doneFiles + this.checked,
       rate,
       etaSeconds: eta === undefined ? undefined : Math.round(eta),
       percent: Math.round(percent * 10) / 10,
