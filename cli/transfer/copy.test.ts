@@ -111,6 +111,9 @@ t.test('progress over several filesystems, weighted by their used bytes', async 
   t.equal(p.totalBytes, 1000 * 1024 * 1024);
   p = tr.update(parseProgress2('     11,485,760  11%   10.00MB/s    0:00:08')!);
   t.equal(p.files, 130, 'a line in the middle of a file keeps the count');
+  t.equal(p.etaSeconds, 8);
+  p = tr.update(parseProgress2('     12,485,760  12%   10.00MB/s    0:00:01 (xfr#6, to-chk=39/50)')!);
+  t.equal(p.etaSeconds, 8, 'a line ending a file carries the elapsed time: the last ETA stays');
 });
 
 t.test('the source side for real: a 0700 temp dir with the key (0600) and known_hosts, removed after', async (t) => {

@@ -165,6 +165,8 @@ export class ProgressTracker {
   private current: Progress2 | undefined;
   /** Files checked in the current filesystem (only lines that end a file say it). */
   private checked = 0;
+  /** rsync's last ETA for the current filesystem (lines that end a file carry an elapsed time instead). */
+  private eta: number | undefined;
   private index = 0;
   readonly totalWeight: number;
 
@@ -176,11 +178,13 @@ export class ProgressTracker {
     this.index = i;
     this.current = undefined;
     this.checked = 0;
+    this.eta = undefined;
   }
 
   update(p: Progress2): CopyProgress {
     this.current = p;
     if (p.checked !== undefined) this.checked = p.checked;
+    if (!p.final) this.eta = p.seconds;
     return this.snapshot();
   }
 
@@ -191,6 +195,7 @@ export class ProgressTracker {
     this.doneFiles += this.checked;
     this.current = undefined;
     this.checked = 0;
+    this.eta = undefined;
   }
 
   snapshot(): CopyProgress {
@@ -200,7 +205,8 @@ export class ProgressTracker {
     const percent = this.totalWeight > 0 ? Math.min(100, (weight / this.totalWeight) * 100) : 0;
     const rate = c?.rate ?? 0;
     const remainingOthers = this.copies.slice(this.index + 1).reduce((s, x) => s + (x.usedBytes ?? 0), 0);
-    const eta = c && !c.final ? c.seconds + (rate > 0 ? remainingOthers / rate : 0) : rate > 0 ? remainingOthers / rate : undefined;
+    const others = rate > 0 ? remainingOthers / rate : undefined;
+    const eta = this.eta !== undefined ? this.eta + (others ?? 0) : others;
     return {
       bytes: this.doneBytes + (c?.bytes ?? 0),
       totalBytes: this.totalWeight,
