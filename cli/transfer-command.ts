@@ -249,9 +249,9 @@ export async function transfer(client: ApiClient, o: TransferOptions): Promise<n
       sourceName = `${o.source.user}@${o.source.host}`;
     }
     machines.push({ mac: o.targetMac, role: 'target', peer: sourceName });
-    await Promise.all([checkRamOs(target, 'target', o.targetMac), ...(o.source.mode === 'cold' ? [checkRamOs(source, 'source', o.source.mac)] : [])]);
     timelines = new Timelines((mac, body) => client.postEvent(mac, body), machines, (m) => ui.warn(m));
     const tl = timelines;
+    await Promise.all([checkRamOs(target, 'target', o.targetMac), ...(o.source.mode === 'cold' ? [checkRamOs(source, 'source', o.source.mac)] : [])]);
     const step = async (s: TransferStep, msg: string): Promise<void> => {
       stage = s;
       ui.step(s, msg);
