@@ -14,6 +14,7 @@ const benches: Bench[] = [
   { name: 'build', module: './build.js', fn: 'runBuildBench' },
   { name: 'boot', module: './boot.js', fn: 'runBootBench' },
   { name: 'repro', module: './repro.js', fn: 'runReproBench', optIn: true },
+  { name: 'transfer', module: './transfer.js', fn: 'runTransferBench', optIn: true },
 ];
 
 async function load(b: Bench): Promise<() => Promise<string>> {

@@ -4,6 +4,7 @@ import { registerBuildCommand } from './build-command.js';
 import { registerMachinesCommand } from './machines-command.js';
 import { registerArtifactsCommand } from './artifacts-command.js';
 import { registerDeployCommand } from './deploy-command.js';
+import { registerTransferCommand } from './transfer-command.js';
 
 const program = new Command();
 program
@@ -16,5 +17,6 @@ registerBuildCommand(program);
 registerMachinesCommand(program);
 registerArtifactsCommand(program);
 registerDeployCommand(program);
+registerTransferCommand(program);
 
 await program.parseAsync(process.argv);

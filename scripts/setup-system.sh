@@ -21,3 +21,7 @@ apt-get install -y -q --no-install-recommends chromium systemd
 apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common systemd-boot-efi gdisk dosfstools cloud-guest-utils pv
 # proxyDHCP: tcpdump captures DHCP in the test namespaces (golden fixtures, "no offer" checks)
 apt-get install -y -q --no-install-recommends tcpdump
+# transfer (test/lib/source-disk.ts, test/transfer.test.ts): installs the source VM's disk with mmdebstrap,
+# sgdisk (gdisk), losetup/partx (util-linux, mount), mkfs.ext4 (e2fsprogs), qemu-img: all installed above.
+# transfer: rsync + rrsync (cli/transfer/copy.test.ts runs the real rsync through rrsync, the forced command of the one-time key)
+apt-get install -y -q --no-install-recommends rsync python3 attr

@@ -21,7 +21,8 @@ export type Requirement =
   | 'apt-get'
   | 'dpkg'
   | 'ssh-keygen'
-  | 'chromium';
+  | 'chromium'
+  | 'loop';
 
 /** A tap Test (the top-level `t` or a subtest). */
 export type RequirementTest = Pick<Test, 'comment' | 'pass' | 'fail'>;
@@ -86,6 +87,9 @@ export function checkRequirement(req: Requirement): string | undefined {
     case 'chromium':
       // Debian's browser, driven by playwright-core (which downloads no browser of its own)
       return needFile('/usr/bin/chromium', 'chromium');
+    case 'loop':
+      // loop devices with partitions (the transfer tests' source disk is installed through one)
+      return needFile('/dev/loop-control', 'kernel loop module') ?? needExecutable('losetup', 'mount') ?? needExecutable('partx', 'util-linux');
   }
 }
 
