@@ -3,7 +3,7 @@ import t from 'tap';
 import { assetPath } from '../../common/assets.js';
 import { findExecutable, isCI } from '../../test/lib/requirements.js';
 import { finishArgs, FinishProtocol } from './finish.js';
-import { gptPlan } from './plan-fixture.js';
+import { gptPlan } from '../../test/lib/transfer/plan-fixture.js';
 import type { TransferStep } from './events.js';
 
 t.test('finish.sh arguments from the plan: root, disk, firmware, ESP, the source hostname', async (t) => {

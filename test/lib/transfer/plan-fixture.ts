@@ -1,4 +1,4 @@
-import type { Plan } from './types.js';
+import type { Plan } from '../../../cli/transfer/types.js';
 
 /** A Plan for tests: the E2E source (GPT, BIOS boot, ext4 root, ext4 /home, swap) on a 4 GiB target. */
 export function gptPlan(): Plan {

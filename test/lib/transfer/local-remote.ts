@@ -1,4 +1,4 @@
-import { shJoin, spawnLines, type ExecOptions, type ExecResult, type Remote } from './ssh.js';
+import { shJoin, spawnLines, type ExecOptions, type ExecResult, type Remote } from '../../../cli/transfer/ssh.js';
 
 /**
  * A Remote that is this machine (the same remote-shell string `sh -c` runs locally): tests run the

@@ -3,16 +3,16 @@ import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { requirements } from '../../test/lib/requirements.js';
-import { builtImage } from '../../test/lib/built-image.js';
-import { sshCommand } from '../../test/lib/ssh-boot.js';
-import { startQemu } from '../../test/lib/qemu.js';
-import { seedCmdline, startSeedServer } from '../../test/lib/seed-server.js';
-import { freePort } from '../../test/lib/free-port.js';
-import { tempDir } from '../../test/lib/temp-dir.js';
+import { requirements } from '../lib/requirements.js';
+import { builtImage } from '../lib/built-image.js';
+import { sshCommand } from '../lib/ssh-boot.js';
+import { startQemu } from '../lib/qemu.js';
+import { seedCmdline, startSeedServer } from '../lib/seed-server.js';
+import { freePort } from '../lib/free-port.js';
+import { tempDir } from '../lib/temp-dir.js';
 import { runOk } from '../../common/run.js';
-import { INSPECT_SCRIPT, inspectRemoteCommand, type InspectMode } from './inspect-script.js';
-import { parseInspection } from './inspect.js';
+import { INSPECT_SCRIPT, inspectRemoteCommand, type InspectMode } from '../../cli/transfer/inspect-script.js';
+import { parseInspection } from '../../cli/transfer/inspect.js';
 
 /**
  * The inspection script against real machines: the lean RAM OS booted under QEMU (TCG) with virtio disks
@@ -23,7 +23,7 @@ import { parseInspection } from './inspect.js';
  */
 t.setTimeout(45 * 60_000);
 
-const FIXTURES = join(fileURLToPath(new URL('.', import.meta.url)), 'fixtures');
+const FIXTURES = join(fileURLToPath(new URL('../../cli/transfer/fixtures/', import.meta.url)));
 const WRITE = process.env['RAMBOOT_WRITE_FIXTURES'] === '1';
 
 /** Runs the inspection script on the guest: the script on stdin, `sh -s -- MODE`. */
