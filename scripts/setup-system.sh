@@ -21,3 +21,5 @@ apt-get install -y -q --no-install-recommends chromium systemd
 apt-get install -y -q --no-install-recommends mtools syslinux syslinux-common systemd-boot-efi gdisk dosfstools cloud-guest-utils pv
 # proxyDHCP: tcpdump captures DHCP in the test namespaces (golden fixtures, "no offer" checks)
 apt-get install -y -q --no-install-recommends tcpdump
+# http: a C compiler for the sendfile(2) addon (native/sendfile.c, scripts/build-native.mjs; server/http/file-sender.test.ts)
+apt-get install -y -q --no-install-recommends build-essential
