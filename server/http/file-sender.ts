@@ -1,10 +1,10 @@
-import { close, existsSync, open } from 'node:fs';
+import { close, open } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import send from 'send';
+import { abortReason, nativeSendfile, startTransfer, type NativeSendfile, type TransferEnd } from './sendfile-native.js';
+import { sendfilePool } from './sendfile-pool.js';
 
 /**
  * The one way ramboot sends a large file (image files, deploy artifacts) on an HTTP response.
@@ -16,48 +16,14 @@ import send from 'send';
  * otherwise, or on TLS, a 1 MiB-chunk read stream is piped (the JS path). bench/http.ts measures both.
  */
 
-interface NativeSendfile {
-  start(socketFd: number, fileFd: number, offset: number, length: number, done: (errno: number, sent: number) => void): object;
-  cancel(job: object): void;
-  sent(job: object): number;
-}
-
-/** Where scripts/build-native.mjs puts the addon, from server/http/ (sources) or dist/server/http/. */
-const ADDON_CANDIDATES = ['../../native/build/sendfile.node', '../../../native/build/sendfile.node'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
-
-let native: NativeSendfile | null | undefined;
-let nativeProblem = '';
-
-/** The sendfile addon, or null (with nativeSendfileProblem() saying why). RAMBOOT_SENDFILE=0 turns it off. */
-export function nativeSendfile(): NativeSendfile | null {
-  if (native !== undefined) return native;
-  native = null;
-  if (process.env.RAMBOOT_SENDFILE === '0') nativeProblem = 'turned off by RAMBOOT_SENDFILE=0';
-  else if (process.platform !== 'linux') nativeProblem = `sendfile path is Linux-only (${process.platform})`;
-  else {
-    const file = ADDON_CANDIDATES.find((f) => existsSync(f));
-    if (!file) nativeProblem = 'native/build/sendfile.node is not built (npm ci or node scripts/build-native.mjs; needs a C compiler)';
-    else {
-      try {
-        native = createRequire(import.meta.url)(file) as NativeSendfile;
-      } catch (e) {
-        nativeProblem = `cannot load ${file}: ${(e as Error).message}`;
-      }
-    }
-  }
-  return native;
-}
-
-export function nativeSendfileProblem(): string {
-  nativeSendfile();
-  return nativeProblem;
-}
+export { nativeSendfile, nativeSendfileProblem } from './sendfile-native.js';
+export { stopSendfilePool } from './sendfile-pool.js';
 
 export interface SendFileOptions {
   /** 'allow' for store blobs whose path has a dot directory; 'deny' elsewhere. */
   dotfiles: 'allow' | 'deny';
   /** The body (whole file or the range) was handed to the kernel; bytes = body bytes. Not called for HEAD, 304, errors or aborts. */
-  onSent?: (bytes: number, via: 'sendfile' | 'stream') => void;
+  onSent?: (bytes: number, via: 'sendfile-worker' | 'sendfile' | 'stream') => void;
   /** Errors before the status line went out (404, 412, 416, 500): the route answers them. */
   onError: (err: Error & { status?: number; code?: string }) => void;
   /** A transfer that started but did not finish (client gone, stalled, file shrank): the socket is destroyed. */
@@ -66,6 +32,8 @@ export interface SendFileOptions {
   stallMs?: number;
   /** Force the JS path (tests, benchmarks). */
   noSendfile?: boolean;
+  /** sendfile in this process even when worker processes are ready (tests). */
+  noWorkers?: boolean;
 }
 
 type SendStream = ReturnType<typeof send>;
@@ -78,13 +46,6 @@ function socketFd(sock: Socket | null): number | undefined {
   if (!sock || sock instanceof TLSSocket) return undefined;
   const fd = (sock as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
-}
-
-const QUIET_ERRNOS = new Set([32 /* EPIPE */, 104 /* ECONNRESET */, 125 /* ECANCELED */]);
-
-function errnoName(n: number): string {
-  const names: Record<number, string> = { 5: 'EIO', 11: 'EAGAIN', 32: 'EPIPE', 104: 'ECONNRESET', 110: 'ETIMEDOUT', 125: 'ECANCELED' };
-  return names[n] ?? `errno ${n}`;
 }
 
 /** Send `path` (already authorized and resolved by the route) as the response to `req`. */
@@ -105,6 +66,68 @@ export function sendFile(req: IncomingMessage, res: ServerResponse, path: string
 
 function viaSendfile(addon: NativeSendfile, res: ServerResponse, path: string, start: number, stream: SendStream, internals: SendStreamInternals, opts: SendFileOptions): void {
   const length = Number(res.getHeader('Content-Length') ?? 0);
+  const stallMs = opts.stallMs ?? 120_000;
+  const pool = opts.noWorkers ? null : sendfilePool();
+  const viaWorker = pool?.available === true;
+  const finishWith = (sock: Socket, timeout: number) => (end: TransferEnd) => {
+    if (end.errno === 0) {
+      sock.setTimeout(timeout);
+      res.end();
+      stream.emit('end');
+      opts.onSent?.(end.sent, viaWorker ? 'sendfile-worker' : 'sendfile');
+      return;
+    }
+    opts.onAborted?.(abortReason(end, stallMs), end.sent);
+    sock.destroy();
+  };
+  /** Once the status line and headers are all in the kernel (or never, if the client left first). */
+  const afterHeaders = (sock: Socket, go: () => void, gone: () => void) => {
+    res.flushHeaders();
+    if (sock.writableLength === 0) return go();
+    const onGone = () => {
+      sock.removeListener('drain', onDrain);
+      gone();
+    };
+    const onDrain = () => {
+      sock.removeListener('close', onGone);
+      go();
+    };
+    sock.once('drain', onDrain);
+    sock.once('close', onGone);
+  };
+  /** Node sees no writes while the kernel sends: its inactivity timeout gives way to the stall check. */
+  const quiet = (sock: Socket) => {
+    const timeout = sock.timeout ?? 0;
+    sock.setTimeout(0);
+    return timeout;
+  };
+
+  if (viaWorker && pool) {
+    const sock = res.socket;
+    if (!sock || sock.destroyed) return;
+    afterHeaders(
+      sock,
+      () => {
+        const done = finishWith(sock, quiet(sock));
+        let cancel: (() => void) | undefined;
+        const onClose = () => cancel?.();
+        cancel = pool.send(sock, path, start, length, stallMs, (end) => {
+          sock.removeListener('close', onClose);
+          done(end);
+        });
+        if (!cancel) {
+          // the last ready worker went away between the check and now
+          opts.onAborted?.('no sendfile worker', 0);
+          sock.destroy();
+          return;
+        }
+        sock.once('close', onClose);
+      },
+      () => undefined,
+    );
+    return;
+  }
+
   open(path, 'r', (err, fileFd) => {
     if (err) return internals.onStatError(err);
     const sock = res.socket;
@@ -113,71 +136,28 @@ function viaSendfile(addon: NativeSendfile, res: ServerResponse, path: string, s
       close(fileFd, () => undefined);
       return;
     }
-    // The status line and headers go out through Node; the body starts once they are all in the kernel.
-    res.flushHeaders();
-    const begin = () => {
-      if (sock.destroyed) return close(fileFd, () => undefined);
-      const timeout = sock.timeout ?? 0;
-      // Node sees no writes while the kernel sends: its inactivity timeout is replaced by the stall check.
-      sock.setTimeout(0);
-      const stallMs = opts.stallMs ?? 120_000;
-      let job: object | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      let stalled = false;
-      const onClose = () => {
-        if (job) addon.cancel(job);
-      };
-      const done = (errno: number, sent: number): void => {
-        clearInterval(timer);
-        sock.removeListener('close', onClose);
-        if (errno === 0) {
-          sock.setTimeout(timeout);
-          res.end();
-          stream.emit('end');
-          opts.onSent?.(sent, 'sendfile');
-          return;
+    afterHeaders(
+      sock,
+      () => {
+        if (sock.destroyed) return close(fileFd, () => undefined);
+        const done = finishWith(sock, quiet(sock));
+        let cancel: (() => void) | undefined;
+        const onClose = () => cancel?.();
+        sock.once('close', onClose);
+        try {
+          cancel = startTransfer(addon, fd, fileFd, start, length, stallMs, (end) => {
+            sock.removeListener('close', onClose);
+            done(end);
+          });
+        } catch (e) {
+          sock.removeListener('close', onClose);
+          opts.onAborted?.(`sendfile did not start: ${(e as Error).message}`, 0);
+          sock.destroy();
+        } finally {
+          close(fileFd, () => undefined); // the addon holds its own dup
         }
-        const reason = stalled ? `client took no data for ${stallMs} ms` : QUIET_ERRNOS.has(errno) ? 'client went away' : `sendfile failed: ${errnoName(errno)}`;
-        opts.onAborted?.(reason, sent);
-        sock.destroy();
-      };
-      sock.once('close', onClose);
-      try {
-        job = addon.start(fd, fileFd, start, length, done);
-      } catch (e) {
-        sock.removeListener('close', onClose);
-        opts.onAborted?.(`sendfile did not start: ${(e as Error).message}`, 0);
-        sock.destroy();
-        return;
-      } finally {
-        close(fileFd, () => undefined); // the addon holds its own dup
-      }
-      let last = 0;
-      let lastAt = Date.now();
-      const running = job;
-      timer = setInterval(() => {
-        const now = addon.sent(running);
-        if (now < 0) return clearInterval(timer); // finished
-        if (now !== last) {
-          last = now;
-          lastAt = Date.now();
-        } else if (Date.now() - lastAt >= stallMs) {
-          stalled = true;
-          addon.cancel(running);
-        }
-      }, Math.max(50, Math.min(5000, stallMs / 4)));
-    };
-    if (sock.writableLength === 0) return begin();
-    // headers still queued in Node: start once they are in the kernel, or release the file if the client left
-    const onGone = () => {
-      sock.removeListener('drain', onDrain);
-      close(fileFd, () => undefined);
-    };
-    const onDrain = () => {
-      sock.removeListener('close', onGone);
-      begin();
-    };
-    sock.once('drain', onDrain);
-    sock.once('close', onGone);
+      },
+      () => close(fileFd, () => undefined),
+    );
   });
 }
