@@ -180,30 +180,40 @@ async function findFile(dir: string, name: string): Promise<string> {
 }
 
 const STREAM_ROUNDS = Number(process.env.BENCH_STREAM_ROUNDS ?? 3);
-type Server = 'sendfile' | 'js' | 'nginx';
-const SERVERS: Server[] = ['sendfile', 'js', 'nginx'];
+type Server = 'workers' | 'inproc' | 'js' | 'nginx';
+const SERVERS: Server[] = ['workers', 'inproc', 'js', 'nginx'];
+
+/** A second ramboot server for a variant of the file path: its own small data dir with the same image and bench machine. */
+async function variantServer(work: string, name: string, env: Record<string, string>): Promise<BenchServer> {
+  const data = join(work, 'data');
+  const dir = join(work, `data-${name}`);
+  await mkdir(join(dir, 'images', 'default'), { recursive: true });
+  await mkdir(join(dir, 'machines'), { recursive: true });
+  for (const f of ['initrd.img', 'vmlinuz', 'manifest.json']) await link(join(data, 'images', 'default', f), join(dir, 'images', 'default', f));
+  const machineFile = `${macOf(0).replaceAll(':', '-')}.json`;
+  await copyFile(join(data, 'machines', machineFile), join(dir, 'machines', machineFile));
+  return startServer(dir, env);
+}
 
 /**
  * Streaming: an image file and a deploy artifact (the same 200 MiB of random bytes), 1 and 50
- * concurrent curl clients, from ramboot with sendfile(2) (the default), ramboot with the JS stream
- * path (RAMBOOT_SENDFILE=0, a second server) and nginx (sendfile on); runs interleaved, medians.
+ * concurrent curl clients, interleaved, medians, from:
+ *   workers  ramboot as shipped: sendfile(2) in worker processes (N = cores)
+ *   inproc   ramboot with sendfile(2) in the server process (RAMBOOT_SENDFILE_WORKERS=0)
+ *   js       ramboot's JS stream path, 1 MiB reads (RAMBOOT_SENDFILE=0; what ramboot did before)
+ *   nginx    Debian's nginx, sendfile on, worker_processes auto
  */
 async function streamingSection(work: string, main: BenchServer): Promise<string> {
   const data = join(work, 'data');
   const initrd = join(data, 'images', 'default', 'initrd.img');
-  // the JS-path server: its own small data dir with the same image files and the bench machine
-  const jsData = join(work, 'data-js');
-  await mkdir(join(jsData, 'images', 'default'), { recursive: true });
-  await mkdir(join(jsData, 'machines'), { recursive: true });
-  for (const f of ['initrd.img', 'vmlinuz', 'manifest.json']) await link(join(data, 'images', 'default', f), join(jsData, 'images', 'default', f));
   const mac = macOf(0);
-  const machineFile = `${mac.replaceAll(':', '-')}.json`;
-  await copyFile(join(data, 'machines', machineFile), join(jsData, 'machines', machineFile));
-  const js = await startServer(jsData, { RAMBOOT_SENDFILE: '0' });
+  const inproc = await variantServer(work, 'inproc', { RAMBOOT_SENDFILE_WORKERS: '0' });
+  const js = await variantServer(work, 'js', { RAMBOOT_SENDFILE: '0' });
   let nginx: ChildProcess | undefined;
   try {
-    progress('uploading the 200 MiB artifact to both servers, minting boot sessions');
+    progress('uploading the 200 MiB artifact to each server, minting boot sessions');
     const art = await artifactUrl(main, initrd, mac);
+    const inprocArt = await artifactUrl(inproc, initrd, mac);
     const jsArt = await artifactUrl(js, initrd, mac);
     const root = join(work, 'nginx-root');
     await mkdir(root);
@@ -214,9 +224,12 @@ async function streamingSection(work: string, main: BenchServer): Promise<string
     nginx = await startNginx(root, nginxPort, work);
     const nurl = `http://127.0.0.1:${nginxPort}`;
     const urls: Record<'image' | 'artifact', Record<Server, string>> = {
-      image: { sendfile: `${main.url}/images/default/initrd.img`, js: `${js.url}/images/default/initrd.img`, nginx: `${nurl}/initrd.img` },
-      artifact: { sendfile: art.url, js: jsArt.url, nginx: `${nurl}/artifact.bin` },
+      image: { workers: `${main.url}/images/default/initrd.img`, inproc: `${inproc.url}/images/default/initrd.img`, js: `${js.url}/images/default/initrd.img`, nginx: `${nurl}/initrd.img` },
+      artifact: { workers: art.url, inproc: inprocArt.url, js: jsArt.url, nginx: `${nurl}/artifact.bin` },
     };
+    // warm-up: page cache, and the first file request starts ramboot's sendfile workers
+    progress('warm-up');
+    for (let i = 0; i < 2; i++) for (const f of Object.values(urls)) for (const u of Object.values(f)) await streamBench(u, 1);
     const results = new Map<string, number[]>();
     const add = (k: string, v: number) => results.set(k, [...(results.get(k) ?? []), v]);
     const loadBefore = loadavg();
@@ -235,11 +248,11 @@ async function streamingSection(work: string, main: BenchServer): Promise<string
     let out = `### HTTP: streaming a ${FILE_MIB} MiB file, ramboot vs nginx (same bytes, same run, loopback)\n\n`;
     out += `Median of ${STREAM_ROUNDS} interleaved runs each; MiB/s = total bytes / wall time (aggregate for 50 clients). `;
     out += `Load average (1/5/15 min) before: ${loadBefore.map((x) => x.toFixed(2)).join(' ')}, after: ${loadAfter.map((x) => x.toFixed(2)).join(' ')}.\n\n`;
-    out += `| file | clients | ramboot sendfile MiB/s | ramboot JS stream MiB/s | nginx MiB/s | sendfile / nginx | JS / nginx |\n|---|---|---|---|---|---|---|\n`;
+    out += `| file | clients | ramboot (sendfile workers) | ramboot (sendfile, 1 process) | ramboot (JS stream) | nginx | workers / nginx | 1 process / nginx | JS / nginx |\n|---|---|---|---|---|---|---|---|---|\n`;
     for (const clients of [1, 50]) {
       for (const file of ['image', 'artifact'] as const) {
-        const [sf, j, n] = SERVERS.map((srv) => m(file, clients, srv)) as [number, number, number];
-        out += `| ${file} | ${clients} | ${sf.toFixed(0)} | ${j.toFixed(0)} | ${n.toFixed(0)} | ${(sf / n).toFixed(2)}x | ${(j / n).toFixed(2)}x |\n`;
+        const [w, i, j, n] = SERVERS.map((srv) => m(file, clients, srv)) as [number, number, number, number];
+        out += `| ${file} | ${clients} | ${w.toFixed(0)} | ${i.toFixed(0)} | ${j.toFixed(0)} | ${n.toFixed(0)} | ${(w / n).toFixed(2)}x | ${(i / n).toFixed(2)}x | ${(j / n).toFixed(2)}x |\n`;
       }
     }
     out += `\nAll runs (MiB/s, in run order):\n\n`;
@@ -250,6 +263,7 @@ async function streamingSection(work: string, main: BenchServer): Promise<string
   } finally {
     if (nginx) await stopProcess(nginx);
     await stopProcess(js.proc);
+    await stopProcess(inproc.proc);
   }
 }
 
