@@ -24,6 +24,9 @@ export type WorkerReply = { type: 'ready' } | { type: 'done'; id: number; errno:
 const addon = nativeSendfile();
 const reply = (m: WorkerReply) => process.send?.(m);
 const running = new Map<number, () => void>();
+/** Received, file not open yet; and those of them cancelled meanwhile. */
+const opening = new Set<number>();
+const cancelled = new Set<number>();
 
 process.on('disconnect', () => process.exit(0));
 /** What arrives for a raw TCP handle sent with keepOpen: the handle itself (fd, close). */
@@ -34,7 +37,9 @@ interface RawHandle {
 
 process.on('message', (msg: WorkerJob | WorkerCancel, socket?: RawHandle) => {
   if (msg.type === 'cancel') {
-    running.get(msg.id)?.();
+    const cancel = running.get(msg.id);
+    if (cancel) cancel();
+    else if (opening.has(msg.id)) cancelled.add(msg.id);
     return;
   }
   const fd = socket?.fd;
@@ -43,20 +48,28 @@ process.on('message', (msg: WorkerJob | WorkerCancel, socket?: RawHandle) => {
     reply({ type: 'done', id: msg.id, errno: 22 /* EINVAL */, sent: 0, stalled: false });
     return;
   }
+  opening.add(msg.id);
   open(msg.path, 'r', (err, fileFd) => {
+    opening.delete(msg.id);
+    if (cancelled.delete(msg.id)) {
+      if (!err) close(fileFd, () => undefined);
+      socket.close();
+      reply({ type: 'done', id: msg.id, errno: 125 /* ECANCELED */, sent: 0, stalled: false });
+      return;
+    }
     if (err) {
       socket.close();
       reply({ type: 'done', id: msg.id, errno: (err as NodeJS.ErrnoException).errno ? -((err as NodeJS.ErrnoException).errno ?? 0) : 2, sent: 0, stalled: false });
       return;
     }
     try {
-      running.set(
-        msg.id,
-        startTransfer(addon, fd, fileFd, msg.offset, msg.length, msg.stallMs, (end) => {
-          running.delete(msg.id);
-          reply({ type: 'done', id: msg.id, ...end });
-        }),
-      );
+      let ended = false;
+      const cancel = startTransfer(addon, fd, fileFd, msg.offset, msg.length, msg.stallMs, (end) => {
+        ended = true;
+        running.delete(msg.id);
+        reply({ type: 'done', id: msg.id, ...end });
+      });
+      if (!ended) running.set(msg.id, cancel);
     } catch {
       reply({ type: 'done', id: msg.id, errno: 24 /* EMFILE */, sent: 0, stalled: false });
     } finally {
