@@ -12,8 +12,9 @@ import { sendfilePool } from './sendfile-pool.js';
  * sendFile. `send` does the HTTP semantics (Range, suffix ranges, 416, If-None-Match -> 304, If-Range,
  * HEAD, Content-Length); only the body is moved differently: on Linux with the native addon
  * (native/sendfile.c, built by scripts/build-native.mjs) the kernel copies the file to the socket
- * with sendfile(2) from the event loop (non-blocking socket, woken by writability, no thread pool);
- * otherwise, or on TLS, a 1 MiB-chunk read stream is piped (the JS path). bench/http.ts measures both.
+ * with sendfile(2) (non-blocking socket, woken by writability, no thread pool), in one of the
+ * sendfile worker processes (sendfile-pool.ts) once they are ready, else in this process; without
+ * the addon, or on TLS, a 1 MiB-chunk read stream is piped (the JS path). bench/http.ts measures all.
  */
 
 export { nativeSendfile, nativeSendfileProblem } from './sendfile-native.js';
