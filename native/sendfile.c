@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
@@ -67,7 +68,12 @@ static void finish(job_t *j, int err) {
   napi_get_global(env, &recv);
   napi_create_int32(env, err, &argv[0]);
   napi_create_int64(env, j->sent, &argv[1]);
-  napi_make_callback(env, j->ctx, recv, cb, 2, argv, &result);
+  if (napi_make_callback(env, j->ctx, recv, cb, 2, argv, &result) != napi_ok) {
+    /* the callback threw: hand it to Node's uncaught-exception handling like any other callback */
+    bool pending = false;
+    napi_value exc;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending && napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
   napi_delete_reference(env, j->done);
   napi_async_destroy(env, j->ctx);
   napi_close_handle_scope(env, scope);

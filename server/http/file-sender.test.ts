@@ -237,9 +237,11 @@ t.test('sendfile-worker: a worker killed mid-transfer costs that client its conn
   const next = await get(port);
   t.equal(sha(next.body), sha(data), 'the next request gets the whole file');
   await until('workers to be respawned', () => pool.available && pool.pids().every((p) => !pidsBefore.includes(p)), 60_000);
+  await until('the previous transfer to be reported', () => out.sent.length === 1);
   const again = await get(port);
   t.equal(sha(again.body), sha(data), 'served by a respawned worker');
-  t.equal(out.sent.at(-1)?.via, 'sendfile-worker');
+  await until('the transfer to be reported', () => out.sent.length === 2);
+  t.equal(out.sent[1]?.via, 'sendfile-worker');
 });
 
 t.test('sendfile-worker: stopping the pool leaves no worker process', { skip: native ? false : 'addon not built' }, async (t) => {
