@@ -25,3 +25,5 @@ apt-get install -y -q --no-install-recommends tcpdump
 # sgdisk (gdisk), losetup/partx (util-linux, mount), mkfs.ext4 (e2fsprogs), qemu-img: all installed above.
 # transfer: rsync + rrsync (cli/transfer/copy.test.ts runs the real rsync through rrsync, the forced command of the one-time key)
 apt-get install -y -q --no-install-recommends rsync python3 attr
+# http: a C compiler for the sendfile(2) addon (native/sendfile.c, scripts/build-native.mjs; server/http/file-sender.test.ts)
+apt-get install -y -q --no-install-recommends build-essential

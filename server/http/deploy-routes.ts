@@ -1,5 +1,4 @@
 import express, { Router } from 'express';
-import send from 'send';
 import { z } from 'zod';
 import type { Logger } from '../../common/log.js';
 import type { Mac } from '../../common/mac.js';
@@ -8,6 +7,7 @@ import { seedUrl } from '../boot/ipxe-scripts.js';
 import type { SessionMinter } from '../boot/sessions.js';
 import type { DeployRecord } from '../machines/model.js';
 import type { Registry } from '../machines/registry.js';
+import { sendFile } from './file-sender.js';
 import { liveSession } from './live-session.js';
 import { pathParam } from './params.js';
 
@@ -108,21 +108,24 @@ export function deployRouter(d: DeployRoutesDeps): Router {
     res.setHeader('Cache-Control', 'no-cache');
     res.type('application/octet-stream');
     const started = Date.now();
-    const stream = send(req, d.artifacts.blobPath(meta), { etag: false, lastModified: false, dotfiles: 'allow', index: false, highWaterMark: 1 << 20 } as send.SendOptions);
-    stream.on('error', (err: Error & { status?: number }) => {
-      if (err.status !== undefined && err.status < 500) res.status(err.status).end();
-      else next(err);
+    sendFile(req, res, d.artifacts.blobPath(meta), {
+      dotfiles: 'allow',
+      onError: (err) => {
+        if (err.status !== undefined && err.status < 500) res.status(err.status).end();
+        else next(err);
+      },
+      onAborted: (reason, bytes) =>
+        d.logger.info({ event: 'artifacts.fetch-aborted', mac: s.mac, artifact: name, bytes, reason }, `artifact ${name} to ${s.mac} stopped after ${bytes} bytes: ${reason}`),
+      onSent: (bytes) => {
+        if (req.method !== 'GET') return;
+        void d.registry.event(s.mac, {
+          event: 'artifact.fetch',
+          level: 'info',
+          message: `fetched artifact ${name} (${res.statusCode}${req.get('range') ? `, ${printable(req.get('range') ?? '').slice(0, 64)}` : ''}) in ${Date.now() - started} ms`,
+          data: { artifact: name, status: res.statusCode, range: req.get('range'), bytes, ms: Date.now() - started, client: req.ip },
+        });
+      },
     });
-    stream.on('end', () => {
-      if (req.method !== 'GET') return;
-      void d.registry.event(s.mac, {
-        event: 'artifact.fetch',
-        level: 'info',
-        message: `fetched artifact ${name} (${res.statusCode}${req.get('range') ? `, ${printable(req.get('range') ?? '').slice(0, 64)}` : ''}) in ${Date.now() - started} ms`,
-        data: { artifact: name, status: res.statusCode, range: req.get('range'), bytes: Number(res.getHeader('content-length') ?? 0), ms: Date.now() - started, client: req.ip },
-      });
-    });
-    stream.pipe(res);
   });
 
   r.post('/cloud-init/:mac/:token/deploy/status', express.json({ limit: '16kb' }), async (req, res) => {

@@ -1,9 +1,9 @@
 import { Router, type Request } from 'express';
-import send from 'send';
 import type { Logger } from '../../common/log.js';
 import { FileVerifier } from '../images/file-check.js';
 import type { ImageStore } from '../images/image-store.js';
 import { IMAGE_FILE_RE, IMAGE_NAME_RE } from '../../common/manifest.js';
+import { sendFile } from './file-sender.js';
 
 /**
  * GET|HEAD /images/{name}/{file}: only files listed in the image's manifest, found by name (never by
@@ -21,7 +21,7 @@ export interface ImageSent {
 }
 
 /**
- * RFC 9110 14.1.2: a suffix range longer than the representation means all of it. `send` answers
+ * RFC 9110 14.1.2: a suffix range longer than the representation means all of it. `send` (under sendFile) answers
  * such a range with 416; rewrite it to the whole file.
  */
 export function fixLongSuffixRange(req: Request, size: number): void {
@@ -59,24 +59,22 @@ export function imagesRouter(images: ImageStore, logger: Logger, onSent: (s: Ima
     res.setHeader('ETag', `"${entry.sha256}"`);
     res.setHeader('Cache-Control', 'no-cache');
     const started = Date.now();
-    // 1 MiB reads: fewer syscalls and event-loop turns per byte than the 64 KiB default (bench/http.ts).
-    const stream = send(req, entry.path, { etag: false, lastModified: false, dotfiles: 'deny', index: false, highWaterMark: 1 << 20 } as send.SendOptions);
-    stream.on('error', (err: Error & { status?: number }) => {
-      if (err.status === 404) {
-        logger.error({ event: 'images.file-missing', image: name, file, path: entry.path }, `image ${name} lists ${file} but it is missing on disk`);
-        res.status(404).type('text/plain').send(`image "${name}" file "${file}" is missing on the server\n`);
-      } else if (err.status !== undefined && err.status < 500) {
-        // 412 (If-Match), 416 (Range): the client's request, not a server fault
-        res.status(err.status).end();
-      } else next(err);
+    sendFile(req, res, entry.path, {
+      dotfiles: 'deny',
+      onError: (err) => {
+        if (err.status === 404) {
+          logger.error({ event: 'images.file-missing', image: name, file, path: entry.path }, `image ${name} lists ${file} but it is missing on disk`);
+          res.status(404).type('text/plain').send(`image "${name}" file "${file}" is missing on the server\n`);
+        } else if (err.status !== undefined && err.status < 500) {
+          // 412 (If-Match), 416 (Range): the client's request, not a server fault
+          res.status(err.status).end();
+        } else next(err);
+      },
+      onAborted: (reason, bytes) => logger.info({ event: 'images.fetch-aborted', image: name, file, client: req.ip, bytes, reason }, `${name}/${file} to ${req.ip ?? '?'} stopped after ${bytes} bytes: ${reason}`),
+      onSent: (bytes) => {
+        void onSent({ image: name, file, ms: Date.now() - started, client: req.ip ?? '', status: res.statusCode, range: req.get('range'), bytes });
+      },
     });
-    let bytes = 0;
-    // send hands over the file's read stream: its chunks are what went out (metrics, progress)
-    stream.on('stream', (fileStream: NodeJS.ReadableStream) => fileStream.on('data', (c: Buffer) => (bytes += c.length)));
-    stream.on('end', () => {
-      void onSent({ image: name, file, ms: Date.now() - started, client: req.ip ?? '', status: res.statusCode, range: req.get('range'), bytes });
-    });
-    stream.pipe(res);
   });
   return r;
 }
