@@ -52,8 +52,9 @@ const UNITS = [
   'ramboot-nocloud.service', 'ramboot-report-hostkeys.service', 'ramboot-report-sshd.service',
   'systemd-networkd-wait-online.service', 'cloud-init.service', 'multi-user.target',
 ];
+// systemd-analyze answers only once the boot has finished (cloud-init's stages included).
 const GUEST_SCRIPT = [
-  'true',
+  'systemctl is-system-running --wait >/dev/null',
   `for u in ${UNITS.join(' ')}; do printf '%s ' $u; systemctl show -p ActiveEnterTimestampMonotonic --value $u; done`,
   'echo ---; systemd-analyze',
   'echo ---; systemd-analyze critical-chain ssh.service ramboot-ssh-hostkeys.service ramboot-nocloud.service ramboot-report-hostkeys.service --no-pager',

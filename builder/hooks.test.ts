@@ -274,6 +274,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
     t.match(hosts, /^ff02::1\tip6-allnodes$/m, 'other lines kept');
     t.match(read(root, 'etc/systemd/system/ramboot-hostname.service'), /^Before=.*systemd-networkd\.service/m);
+    t.notMatch(read(root, 'etc/systemd/system/ramboot-hostname.service'), /udev/, 'networkd does not wait for udev\'s coldplug through it (BOOTIF= names the MAC)');
     t.equal(linkOf(root, 'etc/systemd/system/sysinit.target.wants/ramboot-hostname.service'), '/etc/systemd/system/ramboot-hostname.service');
   });
 
