@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- http tftp build boot repro]`: runs the benchmarks and writes docs/benchmarks.md.
+ * `npm run bench [-- http tftp build boot deploy repro]`: runs the benchmarks and writes docs/benchmarks.md.
  * Sections whose module is missing are reported as not run.
  */
 import { writeFile } from 'node:fs/promises';
@@ -13,6 +13,7 @@ const benches: Bench[] = [
   { name: 'tftp', module: './tftp.js', fn: 'runTftpBench' },
   { name: 'build', module: './build.js', fn: 'runBuildBench' },
   { name: 'boot', module: './boot.js', fn: 'runBootBench' },
+  { name: 'deploy', module: './deploy.js', fn: 'runDeployBench', optIn: true },
   { name: 'repro', module: './repro.js', fn: 'runReproBench', optIn: true },
   { name: 'transfer', module: './transfer.js', fn: 'runTransferBench', optIn: true },
 ];

@@ -64,7 +64,7 @@ function debianRoot(extra: TreeSpec = {}): TreeSpec {
     'etc/lvm/lvmlocal.conf': 'local {\n}\n',
     'etc/mdadm': { dir: true },
     'etc/systemd/system': { dir: true },
-    'usr/lib/systemd/system/ssh.service': '[Service]\n',
+    'usr/lib/systemd/system/ssh.service': '[Unit]\nDescription=OpenBSD Secure Shell server\nAfter=network.target auditd.service\n\n[Service]\nType=notify\nRuntimeDirectory=sshd\n\n[Install]\nAlias=sshd.service\n',
     'usr/bin/curl': '',
     lib: { link: 'usr/lib' },
     ...extra,
@@ -151,6 +151,11 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(dropIn, /^Conflicts=shutdown\.target$/m, 'still stopped at shutdown');
     t.notMatch(dropIn, /ramboot-nocloud|cloud-init|sysinit/, 'authorized_keys are read at login: no wait for the seed');
     t.match(dropIn, /^\[Service\]\n(#.*\n)*ExecStartPre=$/m, 'no separate sshd -t start');
+    t.notMatch(dropIn, /tmpfiles/, 'no wait for systemd-tmpfiles-setup (RuntimeDirectory makes /run/sshd)');
+    const unit = read(root, 'etc/systemd/system/ssh.service');
+    t.match(unit, /^After=auditd\.service$/m, 'the packaged unit, copied without After=network.target');
+    t.notMatch(unit, /^After=.*network\.target/m);
+    t.match(unit, /^RuntimeDirectory=sshd$/m, 'the rest kept');
   });
 
   t.test('root\'s keys from the seed as soon as networkd runs, in the cloud flavour too', async (t) => {
@@ -188,6 +193,9 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.notOk(lstatSync(join(root, 'etc/systemd/system-generators/systemd-getty-generator'), { throwIfNoEntry: false }), 'getty generator kept');
     for (const d of ['etc', 'var']) t.ok(existsSync(join(root, d, '.updated')), `${d}/.updated: ConditionNeedsUpdate= units skip`);
     for (const u of ['systemd-binfmt.service', 'proc-sys-fs-binfmt_misc.automount']) t.equal(linkOf(root, `etc/systemd/system/${u}`), '/dev/null', `${u} masked`);
+    for (const u of ['modprobe@drm.service', 'modprobe@efi_pstore.service', 'systemd-pstore.service', 'modprobe@configfs.service', 'sys-kernel-config.mount', 'systemd-random-seed.service']) {
+      t.equal(linkOf(root, `etc/systemd/system/${u}`), '/dev/null', `${u} masked (early work with nothing to do)`);
+    }
   });
 
   t.test('getty on ttyS0 and tty1', async (t) => {
@@ -252,6 +260,11 @@ t.test('all hooks against a fake Debian root', async (t) => {
       t.equal(linkOf(root, `etc/systemd/system/multi-user.target.wants/${unit}`), `/etc/systemd/system/${unit}`);
     }
     t.match(read(root, 'etc/systemd/system/ramboot-report-sshd.service'), /^After=.*\bssh\.service\b/m);
+    const keys = read(root, 'etc/systemd/system/ramboot-report-hostkeys.service');
+    t.match(keys, /^After=ssh\.service ramboot-nocloud\.service$/m, 'host keys reported once sshd runs and the seed was reachable');
+    t.notMatch(keys, /wait-online|network-online|CPUWeight/, 'not behind network-online, normal CPU weight: on the way to the verified login');
+    t.match(keys, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-report-hostkeys$/m);
+    t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-report-hostkeys.service'), '/etc/systemd/system/ramboot-report-hostkeys.service');
   });
 
   t.test('hostname fallback', async (t) => {
@@ -261,6 +274,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
     t.match(hosts, /^ff02::1\tip6-allnodes$/m, 'other lines kept');
     t.match(read(root, 'etc/systemd/system/ramboot-hostname.service'), /^Before=.*systemd-networkd\.service/m);
+    t.notMatch(read(root, 'etc/systemd/system/ramboot-hostname.service'), /udev/, 'networkd does not wait for udev\'s coldplug through it (BOOTIF= names the MAC)');
     t.equal(linkOf(root, 'etc/systemd/system/sysinit.target.wants/ramboot-hostname.service'), '/etc/systemd/system/ramboot-hostname.service');
   });
 
@@ -298,7 +312,7 @@ t.test('lean root (no cloud-init, no resolved): hooks adapt, no host resolver sh
   t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
   const phone = read(root, 'etc/systemd/system/ramboot-nocloud-phone-home.service');
   t.match(phone, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud phone-home$/m, 'no cloud-init: the reader phones home');
-  t.match(phone, /^After=ramboot-nocloud\.service ssh\.service$/m, '"ready" only once sshd is up');
+  t.match(phone, /^After=ramboot-nocloud\.service ssh\.service ramboot-report-hostkeys\.service$/m, '"ready" only once sshd is up');
   t.match(phone, /^CPUWeight=20$/m, 'background work');
   t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud-phone-home.service'), '/etc/systemd/system/ramboot-nocloud-phone-home.service');
   t.notOk(existsSync(join(root, 'etc/systemd/system/cloud-init.service')), 'no cloud-init unit written');

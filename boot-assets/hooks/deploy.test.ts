@@ -54,7 +54,7 @@ t.test('65-deploy installs the agent, its unit and the enable link; a second run
   t.equal(readlinkSync(join(root, 'usr/local/sbin/ramboot-deploy')), '../lib/ramboot/ramboot-deploy');
   const unit = read(root, 'etc/systemd/system/ramboot-deploy.service');
   t.match(unit, /^Type=exec$/m, 'never blocks the boot');
-  t.match(unit, /^After=network-online\.target ssh\.service ramboot-nocloud\.service$/m, 'once sshd is up and the seed was read');
+  t.match(unit, /^After=network-online\.target ssh\.service ramboot-nocloud\.service ramboot-nocloud-phone-home\.service$/m, 'once sshd is up, the seed was read and (lean) the machine phoned home');
   t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-deploy$/m);
   t.match(unit, /^CPUWeight=100$/m, 'normal CPU weight');
   t.notMatch(unit, /^Restart=/m, 'a failed deploy is not retried by itself: the machine waits for the admin');
