@@ -35,7 +35,7 @@ import { findExecutable } from './requirements.js';
  * copy-on-write overlay (qemu-img create -b).
  */
 export const SOURCE_DISK_DIR = join(CACHE_DIR, 'source-disk');
-const RECIPE = 'source-disk-v1';
+const RECIPE = 'source-disk-v2';
 const MIRROR = 'http://deb.debian.org/debian';
 const SUITE = 'bookworm';
 export const SOURCE_HOSTNAME = 'source-vm';
@@ -161,6 +161,9 @@ const FILES: Record<string, string> = {
     'GRUB_DISABLE_OS_PROBER=true',
     '',
   ].join('\n'),
+  // Device jobs (the /home and swap lines wait for /dev/vda3, vda4) time out after DefaultTimeoutStartSec
+  // (90 s): udev's coldplug under TCG on a loaded machine takes longer, and a timeout means emergency mode.
+  '/etc/systemd/system.conf.d/10-slow-machine.conf': '[Manager]\nDefaultTimeoutStartSec=15min\n',
   '/usr/local/bin/tree-sum': TREE_SUM,
   '/root/make-tree': MAKE_TREE,
 };
