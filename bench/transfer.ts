@@ -54,12 +54,14 @@ const GENERATE = (small: number) => [
 const PREPARE_TARGET = [
   'set -eu',
   'umount -R /mnt/bench 2>/dev/null || true; umount -R /mnt/ramboot-transfer 2>/dev/null || true',
-  `d=/dev/disk/by-id/virtio-${TARGET_SERIAL}`,
-  'wipefs -qa "$d"; sgdisk -qZ "$d" >/dev/null 2>&1 || true',
-  'sgdisk -q -n 1:2048:+1M -t 1:ef02 -n 2:0:+2600M -t 2:8300 -n 3:0:+800M -t 3:8300 "$d"',
-  'udevadm settle; partprobe "$d" 2>/dev/null || true; udevadm settle',
-  'mkfs.ext4 -qF "$d-part2"; mkfs.ext4 -qF "$d-part3"',
-  'mkdir -p /mnt/bench && mount "$d-part2" /mnt/bench && mkdir -p /mnt/bench/home && mount "$d-part3" /mnt/bench/home',
+  `dev=$(readlink -f /dev/disk/by-id/virtio-${TARGET_SERIAL})`,
+  'wipefs -qa "$dev"; sgdisk -Z "$dev" >/dev/null 2>&1 || true',
+  'sgdisk -n 1:2048:+1M -t 1:ef02 -n 2:0:+2600M -t 2:8300 -n 3:0:+800M -t 3:8300 "$dev" >/dev/null',
+  'partprobe "$dev" 2>/dev/null || blockdev --rereadpt "$dev" || true; udevadm settle || true',
+  // the partition nodes (not the by-id links, which udev makes later) are what mkfs needs
+  'i=0; while ! [ -b "${dev}2" ] || ! [ -b "${dev}3" ]; do i=$((i + 1)); [ $i -lt 300 ] || exit 1; sleep 0.2; done',
+  'mkfs.ext4 -qF "${dev}2"; mkfs.ext4 -qF "${dev}3"',
+  'mkdir -p /mnt/bench && mount "${dev}2" /mnt/bench && mkdir -p /mnt/bench/home && mount "${dev}3" /mnt/bench/home',
 ].join('\n');
 
 function shq(s: string): string {

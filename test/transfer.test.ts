@@ -108,10 +108,21 @@ async function journey(t: Test): Promise<void> {
   const sourceList = await treeList(lab, SOURCE_IP, lab.knownHosts);
   t.ok(sourceList === lab.source.treeList, `the live source's tree listing equals the build's${sourceList === lab.source.treeList ? '' : `\n${diffLines(lab.source.treeList, sourceList)}`}`);
   const ssh = ['--ssh-config', lab.sshConfig];
+  // The target has two disks, so --disk auto refuses (by design): name the big one.
+  const disk = ['--disk', `/dev/disk/by-id/virtio-${TARGET_SERIAL}`];
   const live = ['transfer', '--from', `root@${SOURCE_IP}`, '--to', TARGET_MAC, ...ssh, '--json'];
+  // Each step needs the previous one's machines: stop at the first failing step.
+  const step = async (name: string, fn: (t: Test) => Promise<void>): Promise<boolean> => {
+    let done = false;
+    await t.test(name, async (t) => {
+      await fn(t);
+      done = t.passing();
+    });
+    return done;
+  };
 
   // 2. --plan on the tiny disk: refused with the numbers, nothing written
-  await t.test('--plan on a disk too small is refused with the numbers and changes nothing', async (t) => {
+  if (!await step('--plan on a disk too small is refused with the numbers and changes nothing', async (t) => {
     const r = await lab.cli([...live, '--plan', '--disk', `/dev/disk/by-id/virtio-${TINY_SERIAL}`]);
     t.equal(r.code, 1, `exit 1 (stdout ${r.stdout.slice(0, 300)}; stderr ${r.stderr.slice(-300)})`);
     const out = `${r.stdout}\n${r.stderr}`;
@@ -119,13 +130,13 @@ async function journey(t: Test): Promise<void> {
     t.match(out, /small|fit|needs?|available/i, `says it does not fit: ${out.replace(/\s+/g, ' ').slice(0, 400)}`);
     t.ok(await blank(lab, tgt.knownHosts, TINY_SERIAL, TINY_BYTES), 'the tiny disk is still blank');
     t.ok(await blank(lab, tgt.knownHosts, TARGET_SERIAL, 64 * 1024 * 1024), 'the big disk is still blank');
-  });
+  })) return;
 
   // 3. the target's host key changes behind ramboot's back: refused, nothing written
-  await t.test('a wrong target host key is refused before anything is written', async (t) => {
+  if (!await step('a wrong target host key is refused before anything is written', async (t) => {
     const before = await lab.eventCount(TARGET_MAC);
     await lab.sshOk(TARGET_IP, 'mkdir -p /root/hostkeys.orig && cp -a /etc/ssh/ssh_host_* /root/hostkeys.orig/ && rm -f /etc/ssh/ssh_host_* && for k in ed25519 ecdsa; do ssh-keygen -q -N \'\' -t $k -f /etc/ssh/ssh_host_${k}_key; done && systemctl restart ssh', tgt.knownHosts);
-    const r = await lab.cli(live, 600_000);
+    const r = await lab.cli([...live, ...disk], 600_000);
     t.equal(r.code, 1, `exit 1 (stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ')})`);
     t.match(`${r.stdout}\n${r.stderr}`, /host key/i, 'the reason is the host key');
     // ramboot's known_hosts no longer matches (that is the point): this one command trusts the new
@@ -136,13 +147,13 @@ async function journey(t: Test): Promise<void> {
     await lab.sshOk(TARGET_IP, 'true', tgt.knownHosts);
     const after = names((await lab.timeline(TARGET_MAC)).slice(before));
     t.notOk(after.includes('transfer.started'), `no transfer started on the timeline (${after.join(', ')})`);
-  });
+  })) return;
 
   // 4. live transfer, killed midway, rerun
   let sinceTarget = 0;
-  await t.test('live: killed after the first progress event, rerun completes', async (t) => {
+  if (!await step('live: killed after the first progress event, rerun completes', async (t) => {
     sinceTarget = await lab.eventCount(TARGET_MAC);
-    const first = lab.spawnCli('transfer-killed', live);
+    const first = lab.spawnCli('transfer-killed', [...live, ...disk]);
     const p = await Promise.race([
       lab.waitForEvent(TARGET_MAC, 'transfer.progress', sinceTarget, 1_200_000),
       first.exited.then((e) => { throw new Error(`the transfer ended (${JSON.stringify(e)}) before any progress:\n${first.tail(20)}`); }),
@@ -158,7 +169,7 @@ async function journey(t: Test): Promise<void> {
 
     // --after stay: the RAM OS's authorized_keys can be read after the rerun; the test reboots.
     const copyStart = Date.now();
-    const r = await lab.cli([...live, '--after', 'stay'], 1_800_000);
+    const r = await lab.cli([...live, ...disk, '--after', 'stay'], 1_800_000);
     t.equal(r.code, 0, `rerun exit 0 (stderr: ${r.stderr.trim().split('\n').slice(-4).join(' | ')})`);
     const res = resultOf(r.stdout);
     t.match(res, { ok: true }, 'JSON result ok');
@@ -168,15 +179,15 @@ async function journey(t: Test): Promise<void> {
     await lab.ssh(TARGET_IP, 'systemctl reboot --no-block', tgt.knownHosts, 60_000);
     await tgt.vm.waitForExit(600_000);
     t.pass('the target rebooted (QEMU ended: -no-reboot)');
-  });
+  })) return;
 
   // 5. the copy boots
-  let disk: Qemu | undefined;
-  await t.test('the target boots its own disk into the copied system', async (t) => {
+  let diskVm: Qemu | undefined;
+  if (!await step('the target boots its own disk into the copied system', async (t) => {
     const m = (await lab.srv.api('GET', `/api/v1/machines/${TARGET_MAC}`)).json as { boot: string };
     t.equal(m.boot, 'local', 'the target is set to boot local');
     const b = await lab.bootTargetDisk();
-    disk = b.vm;
+    diskVm = b.vm;
     t.comment(`target disk boot -> SSH (source's host keys) ${b.seconds.toFixed(0)} s`);
     await checkCopy(t, lab, sourceList, 'live');
     const keys = await lab.sshOk(TARGET_IP, 'cat /root/.ssh/authorized_keys', lab.copiedKnownHosts);
@@ -185,21 +196,21 @@ async function journey(t: Test): Promise<void> {
     assertStory(t, ev, sinceTarget, 'target');
     const local = names(ev.slice(sinceTarget));
     t.ok(local.indexOf('ipxe.local') > local.lastIndexOf('transfer.succeeded'), 'after the transfer the next PXE boot was told to boot the disk');
-  });
+  })) return;
 
   // the one-time key: the rerun's RAM OS authorized_keys was cleaned before the reboot; the copy has
   // only the source's key (checked above). Now power the copy down for the cold round.
-  if (disk) await lab.powerOff(disk, TARGET_IP, lab.copiedKnownHosts);
+  if (diskVm) await lab.powerOff(diskVm, TARGET_IP, lab.copiedKnownHosts);
 
   // 6. cold
-  await t.test('cold: both machines in ramboot, transfer --from <source MAC>; the source disk is unchanged', async (t) => {
+  if (!await step('cold: both machines in ramboot, transfer --from <source MAC>; the source disk is unchanged', async (t) => {
     await lab.powerOff(src.vm, SOURCE_IP, lab.knownHosts);
     const before = await fileSha256(lab.sourceOverlay);
     const [scold, tcold] = await Promise.all([lab.bootSourceCold(), lab.bootTargetRamboot('transfer-target-2')]);
     t.comment(`cold: source (ramboot) SSH after ${scold.seconds.toFixed(0)} s; target after ${tcold.seconds.toFixed(0)} s`);
     const sinceS = await lab.eventCount(SOURCE_MAC);
     const sinceT = await lab.eventCount(TARGET_MAC);
-    const r = await lab.cli(['transfer', '--from', SOURCE_MAC, '--to', TARGET_MAC, '--after', 'reboot', ...ssh, '--json'], 1_800_000);
+    const r = await lab.cli(['transfer', '--from', SOURCE_MAC, '--to', TARGET_MAC, ...disk, '--after', 'reboot', ...ssh, '--json'], 1_800_000);
     t.equal(r.code, 0, `cold exit 0 (stderr: ${r.stderr.trim().split('\n').slice(-4).join(' | ')})`);
     t.comment(`cold result ${JSON.stringify(resultOf(r.stdout))}`);
     assertStory(t, await lab.timeline(SOURCE_MAC), sinceS, 'source');
@@ -211,7 +222,7 @@ async function journey(t: Test): Promise<void> {
     const b = await lab.bootTargetDisk('transfer-target-disk-2');
     await checkCopy(t, lab, sourceList, 'cold');
     await b.vm.stop();
-  });
+  })) return;
   t.comment(`transfer e2e total ${secs()} s`);
 }
 

@@ -35,7 +35,7 @@ import { findExecutable } from './requirements.js';
  * copy-on-write overlay (qemu-img create -b).
  */
 export const SOURCE_DISK_DIR = join(CACHE_DIR, 'source-disk');
-const RECIPE = 'source-disk-v1';
+const RECIPE = 'source-disk-v3';
 const MIRROR = 'http://deb.debian.org/debian';
 const SUITE = 'bookworm';
 export const SOURCE_HOSTNAME = 'source-vm';
@@ -161,6 +161,8 @@ const FILES: Record<string, string> = {
     'GRUB_DISABLE_OS_PROBER=true',
     '',
   ].join('\n'),
+  // Services may take long under TCG on a loaded machine (udev's coldplug alone can take minutes).
+  '/etc/systemd/system.conf.d/10-slow-machine.conf': '[Manager]\nDefaultTimeoutStartSec=15min\n',
   '/usr/local/bin/tree-sum': TREE_SUM,
   '/root/make-tree': MAKE_TREE,
 };
@@ -430,9 +432,11 @@ async function build(tmp: string, progress: (l: string) => void): Promise<void> 
     await chmod(join(mnt, 'usr/local/bin/tree-sum'), 0o755);
     await writeFile(join(mnt, 'etc/fstab'), [
       '# <file system> <mount point> <type> <options> <dump> <pass>',
+      // x-systemd.device-timeout: systemd 252 waits 90 s for a device named in fstab, then goes to
+      // emergency mode; udev's coldplug under TCG on a loaded machine has taken longer than that.
       `UUID=${uuids.root} / ext4 errors=remount-ro 0 1`,
-      '/dev/vda3 /home ext4 defaults 0 2',
-      `UUID=${uuids.swap} none swap sw 0 0`,
+      '/dev/vda3 /home ext4 defaults,x-systemd.device-timeout=15min 0 2',
+      `UUID=${uuids.swap} none swap sw,x-systemd.device-timeout=15min 0 0`,
       '',
     ].join('\n'));
     await mkdir(join(mnt, 'root/.ssh'), { recursive: true, mode: 0o700 });

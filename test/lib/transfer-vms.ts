@@ -143,7 +143,7 @@ export class TransferLab {
     let last = '';
     for (;;) {
       if (exited) throw new Error(`${vm.name}: QEMU exited before SSH came up at ${ip}\n${vm.tail(30)}`);
-      if (vm.seen(/Kernel panic|end Kernel panic/)) throw new Error(`${vm.name}: kernel panic\n${vm.tail(30)}`);
+      if (vm.seen(/Kernel panic|You are in emergency mode|Give root password for maintenance/)) throw new Error(`${vm.name}: boot failed (panic or emergency mode)\n${vm.tail(40)}`);
       if (Date.now() - started > timeoutMs) throw new Error(`${vm.name}: no SSH at ${ip} after ${timeoutMs} ms (last: ${last})\n${vm.tail(30)}`);
       const r = await this.ssh(ip, 'true', knownHosts, 30_000);
       if (r.code === 0) return (Date.now() - started) / 1000;
