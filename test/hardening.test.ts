@@ -216,11 +216,16 @@ t.test('hardening (also): a flood of unauthenticated requests cannot evict the a
   await s.api('PUT', `/api/v1/machines/${MAC}`, { sshKeys: [key] });
   const seed = await seedPath(s);
   await fetch(`${s.url}${seed}event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: 'sshd.ready' }) });
+  const t0 = Date.now();
   await Promise.all(Array.from({ length: 600 }, () => fetch(`${s.url}/ipxe?mac=${MAC}`).then((r) => r.text())));
+  // The budget is a burst of 30 plus 20 a minute: on a slow machine the flood takes long enough
+  // for the bucket to refill a little, so the bound counts the time it took.
+  const bound = 30 + Math.ceil(((Date.now() - t0) * 20) / 60_000) + 1;
   const names = ((await s.api('GET', `/api/v1/machines/${MAC}/events`)).json as { events: { event: string }[] }).events.map((e) => e.event);
   t.ok(names.includes('api.registered'), 'the admin\'s event is still there');
   t.ok(names.includes('os.sshd.ready'), 'the OS\'s event is still there');
-  t.ok(names.filter((n) => n === 'ipxe.script').length <= 32, `flood events bounded (${names.filter((n) => n === 'ipxe.script').length})`);
+  const scripts = names.filter((n) => n === 'ipxe.script').length;
+  t.ok(scripts <= bound, `flood events bounded (${scripts} of 600 requests; bound ${bound})`);
 });
 
 t.test('hardening (also): HTTP details: suffix ranges, If-None-Match, 413 texts, MACs, file checks', async (t) => {
