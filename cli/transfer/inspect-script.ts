@@ -125,6 +125,10 @@ fstabs() {
   for f in etc/fstab @/etc/fstab @rootfs/etc/fstab; do
     if [ -f "$2/$f" ]; then sec "fstab $1:/$f" cat "$2/$f"; fi
   done
+  # The system's own name (cold: the RAM OS's hostname is not the source system's).
+  for f in etc/hostname @/etc/hostname @rootfs/etc/hostname; do
+    if [ -f "$2/$f" ]; then sec "etc-hostname $1:/$f" head -c 256 "$2/$f"; fi
+  done
 }
 
 cleanup() {

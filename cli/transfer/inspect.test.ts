@@ -253,3 +253,19 @@ t.test('never a crash: cut or damaged output gives an InspectError or a valid in
   t.comment(`${errors} damaged outputs refused with an InspectError, ${parsed} still valid`);
   t.ok(errors > 100);
 });
+
+t.test('cold: the source system\'s name comes from its own root, not from the RAM OS it runs now', async (t) => {
+  const section = (name: string, body: string, rc = 0) => `@@ramboot-inspect-begin ${name}\n${body}\n@@ramboot-inspect-stderr ${name}\n\n@@ramboot-inspect-end ${name} ${rc}\n`;
+  const base = fixture('cold-gpt-bios');
+  // a section goes before the script's closing marker
+  const withSection = (extra: string) => base.replace('@@ramboot-inspect-done', `${extra}@@ramboot-inspect-done`);
+  t.equal(parseInspection(base).hostname, 'src-bios', 'without /etc/hostname in the root: the running name');
+  t.match(parseInspection(base).warnings ?? [], [/no usable \/etc\/hostname/], 'and a warning says so');
+  const named = withSection(section('etc-hostname /dev/vda2:/etc/hostname', 'source-vm\n'));
+  t.equal(parseInspection(named).hostname, 'source-vm', 'the root\'s /etc/hostname wins');
+  const other = withSection(section('etc-hostname /dev/vda3:/etc/hostname', 'not-the-root\n'));
+  t.equal(parseInspection(other).hostname, 'src-bios', 'a hostname file on another filesystem is not the root\'s');
+  const bad = withSection(section('etc-hostname /dev/vda2:/etc/hostname', 'bad name; rm -rf /\n'));
+  t.equal(parseInspection(bad).hostname, 'src-bios', 'an unusable name is not taken');
+  t.match(parseInspection(bad).warnings ?? [], [/no usable \/etc\/hostname \("bad name; rm -rf \/"\)/]);
+});

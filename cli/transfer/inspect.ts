@@ -351,13 +351,15 @@ function partNumber(name: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+const HOSTNAME_RE = /^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/;
+
 /** Parses the whole output of INSPECT_SCRIPT. Throws InspectError on anything it cannot trust. */
 export function parseInspection(text: string): Inventory {
   const s = splitSections(text);
   const warnings: string[] = [];
 
-  const hostname = required(s, 'hostname').stdout.trim();
-  if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/.test(hostname)) throw new InspectError(`inspection: hostname ${JSON.stringify(hostname)} not understood`);
+  let hostname = required(s, 'hostname').stdout.trim();
+  if (!HOSTNAME_RE.test(hostname)) throw new InspectError(`inspection: hostname ${JSON.stringify(hostname)} not understood`);
   const fw = required(s, 'firmware').stdout.trim();
   if (fw !== 'bios' && fw !== 'uefi') throw new InspectError(`inspection: firmware ${JSON.stringify(fw)} not understood`);
   const kernelSec = s.sections.get('kernel');
@@ -486,11 +488,11 @@ export function parseInspection(text: string): Inventory {
       fstabFrom = '/etc/fstab';
     }
   } else {
-    const candidates: { dev: string; path: string; lines: FstabLine[] }[] = [];
+    const candidates: { raw: string; dev: string; path: string; lines: FstabLine[] }[] = [];
     for (const sec of fstabSections) {
       const m = /^fstab (\/dev\/\S+):(\/.*)$/.exec(sec.name);
       if (!m) continue;
-      candidates.push({ dev: canon(m[1]!), path: m[2]!, lines: parseWithContext(sec.stdout, `${m[1]}:${m[2]}`) });
+      candidates.push({ raw: m[1]!, dev: canon(m[1]!), path: m[2]!, lines: parseWithContext(sec.stdout, `${m[1]}:${m[2]}`) });
     }
     // The source root: a filesystem whose own fstab mounts it at /.
     const rooted = candidates.filter((c) => c.lines.some((l) => l.file === '/' && resolve(l.spec) === c.dev));
@@ -502,6 +504,11 @@ export function parseInspection(text: string): Inventory {
       fstabLines = chosen.lines;
       fstabFrom = `${chosen.dev}:${chosen.path}`;
       coldRoot = chosen.dev;
+      // Cold: the machine runs the RAM OS; the source system's name is the one in its own root.
+      const own = s.sections.get(`etc-hostname ${chosen.raw}:${chosen.path.replace(/fstab$/, 'hostname')}`);
+      const name = own && own.rc === 0 ? own.stdout.trim().split('\n')[0]!.trim() : '';
+      if (HOSTNAME_RE.test(name)) hostname = name;
+      else warnings.push(`the source root has no usable /etc/hostname${name ? ` (${JSON.stringify(name.slice(0, 64))})` : ''}: the target keeps the name ${hostname}`);
     }
   }
   const fstab: FstabEntry[] = fstabLines.map((l) => ({ ...l, device: namesBlockDevice(l.spec) ? resolve(l.spec) : null }));
