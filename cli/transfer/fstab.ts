@@ -1,7 +1,9 @@
 /** /etc/fstab text -> entries (fstab(5)), and what kind of thing an entry names. */
 
 export interface FstabLine {
+  /** fs_spec as written: UUID=..., LABEL=..., PARTUUID=..., /dev/..., tmpfs, server:/export... */
   spec: string;
+  /** fs_file (mountpoint, or "none"/"swap" for swap). */
   file: string;
   vfstype: string;
   options: string;

@@ -1,3 +1,5 @@
+import type { FstabLine } from './fstab.js';
+
 /**
  * The data `ramboot transfer` passes between its stages: what a machine looks like when read over SSH
  * (`Inventory`, built by inspect.ts), and what the target will look like (`Plan`, built by plan.ts) or why
@@ -157,16 +159,8 @@ export interface ActiveSwap {
   priority: number;
 }
 
-/** One /etc/fstab line of the source system. */
-export interface FstabEntry {
-  /** fs_spec as written: UUID=..., LABEL=..., PARTUUID=..., /dev/..., tmpfs, server:/export... */
-  spec: string;
-  /** fs_file (mountpoint, or "none"/"swap" for swap). */
-  file: string;
-  vfstype: string;
-  options: string;
-  dump: number;
-  pass: number;
+/** One /etc/fstab line of the source system (fields as fstab(5) names them), resolved to a device. */
+export interface FstabEntry extends FstabLine {
   /** The block device the spec names on the inspected machine (partition path or /dev/<vg>/<lv>),
    *  null when it names none (tmpfs, network, bind, a device not present). */
   device: string | null;
