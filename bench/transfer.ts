@@ -111,7 +111,7 @@ export async function runTransferBench(): Promise<string> {
         // the previous ramboot round set the machine to local; it is still in the RAM OS
         await lab.srv.api('PATCH', `/api/v1/machines/${TARGET_MAC}`, { boot: 'once' });
         const t0 = Date.now();
-        const r = await lab.cli(['transfer', '--from', `root@${SOURCE_IP}`, '--to', TARGET_MAC, '--ssh-config', lab.sshConfig, '--after', 'stay', '--json'], 3_600_000);
+        const r = await lab.cli(['transfer', '--from', `root@${SOURCE_IP}`, '--to', TARGET_MAC, '--ssh-config', lab.sshConfig, '--disk', `/dev/disk/by-id/virtio-${TARGET_SERIAL}`, '--after', 'stay', '--json'], 3_600_000);
         const wallSeconds = (Date.now() - t0) / 1000;
         if (r.code !== 0) {
           failures.push(`round ${i + 1}: ramboot transfer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
