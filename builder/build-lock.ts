@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { BuildError } from './mmdebstrap.js';
 
 /** True when a process with this pid exists (EPERM: it exists, owned by someone else). */
-function alive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -34,7 +34,7 @@ export async function acquireBuildLock(cacheDir: string): Promise<() => Promise<
     }
     const text = await readFile(file, 'utf8').catch(() => '');
     const pid = Number(text.trim());
-    if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
       throw new BuildError('busy', `another ramboot build (pid ${pid}) is using ${cacheDir}: wait for it, or remove ${file} if that process is not a build`);
     }
     await rm(file, { force: true }); // stale: its build was killed

@@ -1,3 +1,4 @@
+import { processAlive } from '../../builder/build-lock.js';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
@@ -246,14 +247,6 @@ async function load(dir: string): Promise<SourceDisk> {
   };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function obtain(cacheDir: string, key: string, progress: (l: string) => void): Promise<SourceDisk> {
   const final = join(cacheDir, key);
@@ -274,7 +267,7 @@ async function obtain(cacheDir: string, key: string, progress: (l: string) => vo
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const pid = Number(await readFile(join(lock, 'pid'), 'utf8').catch(() => ''));
-    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) {
       progress(`source disk: the builder ${pid} died; taking over`);
       await rm(lock, { recursive: true, force: true });
       continue;
