@@ -435,7 +435,8 @@ t.test('deploys against a fake ramboot server (a file stands for the disk)', asy
     for (const ext of ['gz', 'zst', 'qcow2', 'backed.qcow2']) srv.artifacts.set(`fail.${ext}`, readFileSync(`${raw}.${ext}`));
     const art = (ext: string) => ({ url: `${srv.seed}artifacts/fail.${ext}`, sha256: sha256(srv.artifacts.get(`fail.${ext}`) ?? Buffer.alloc(0)), size: null, format: null });
     const cases: [string, Record<string, unknown>, Record<string, unknown>, number, string[], RegExp][] = [
-      ['sha256 mismatch', {}, { sha256: 'f'.repeat(64) }, 16, [], /^verify: sha256 of the download is [0-9a-f]{64}, expected f{64}$/],
+      ['sha256 mismatch (raw: found by the read-back)', {}, { sha256: 'f'.repeat(64) }, 16, [], /^verify: the 8388608 bytes written to .*vdb read back with sha256 [0-9a-f]{64}, expected f{64}: the download or the write is corrupt$/],
+      ['sha256 mismatch (zstd: the download)', {}, { ...art('zst'), sha256: 'e'.repeat(64) }, 16, [], /^verify: sha256 of the download is [0-9a-f]{64}, expected e{64}$/],
       ['image larger than the disk (known size: nothing written)', {}, {}, 4, [], /^select-disk: the image \(8388608 bytes\) is larger than .*vdb \(4194304 bytes\)$/],
       ['several disks for auto', {}, {}, 16, [SDA], /^select-disk: disk "auto": 2 disks, pick one .*vdb.*\/dev\/sda/],
       ['missing by-id disk', { disk: '/dev/disk/by-id/nope' }, {}, 16, [], /^select-disk: disk \/dev\/disk\/by-id\/nope does not exist/],
