@@ -59,10 +59,12 @@ const GUEST_SCRIPT = [
   'echo ---; systemd-analyze',
   'echo ---; systemd-analyze critical-chain ssh.service ramboot-ssh-hostkeys.service ramboot-nocloud.service ramboot-report-hostkeys.service --no-pager',
   'echo ---; systemd-analyze blame --no-pager | head -n 25',
+  'echo ---; dmesg | head -n 400',
+  "echo ---; journalctl -b -o short-monotonic --no-pager | grep -v ' kernel: ' | grep -iE 'networkd|dhcp|link|carrier|nocloud|ssh|report|udev' | head -n 150",
 ].join('; ');
 
 /** Boots `imageDir` once by PXE and measures it. `name` must be short ([a-z0-9-]). */
-export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: string; work: string; firmware: Firmware; mac: string; memoryMiB: number }): Promise<PxeBootResult> {
+export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: string; work: string; firmware: Firmware; mac: string; memoryMiB: number; kernelArgs?: string }): Promise<PxeBootResult> {
   const imgDir = join(o.work, 'data', 'images', 'default');
   await mkdir(imgDir, { recursive: true });
   const manifest = JSON.parse(await readFile(join(o.imageDir, 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
@@ -74,7 +76,7 @@ export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: s
   const pub = (await readFile(`${key}.pub`, 'utf8')).trim();
   const ns = await createNetns(t, { name: o.name, dhcp: { boot: { ipxe: `${BASE}/boot.ipxe` } } });
   const srv = await startRambootServer(t, { dataDir: join(o.work, 'data'), httpHost: ns.address, httpPort: 8080, publicUrl: BASE, wrap: ns.wrap, name: `ramboot-${o.name}` });
-  const put = await srv.api('PUT', `/api/v1/machines/${o.mac}`, { hostname: o.name, sshKeys: [pub], boot: 'ramboot' });
+  const put = await srv.api('PUT', `/api/v1/machines/${o.mac}`, { hostname: o.name, sshKeys: [pub], boot: 'ramboot', ...(o.kernelArgs ? { kernelArgs: o.kernelArgs } : {}) });
   if (put.status !== 201) throw new Error(`register: ${put.status} ${put.text}`);
 
   const started = Date.now();
@@ -154,6 +156,7 @@ export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: s
     verifiedSsh: verifiedAt,
   };
   const unitLines = [...mono.entries()].map(([u, s]) => `${u} active at ${s.toFixed(2)} s (kernel clock)`);
-  const analysis = [...unitLines, ...lines.slice(1 + UNITS.length)].join('\n');
+  const timeline = ev.map((e) => `${e.time ? at(Date.parse(e.time)).toFixed(1) : '-'} s ${e.event} ${e.message ?? ''}`);
+  const analysis = [...unitLines, '--- server timeline (s from power-on)', ...timeline, ...lines.slice(1 + UNITS.length)].join('\n');
   return { times, analysis };
 }

@@ -8,6 +8,7 @@
  *   RAMBOOT_BENCH_FLAVOURS=cloud,lean  current flavours (default both; RAMBOOT_TEST_IMAGE_DATA_DIR /
  *                                    RAMBOOT_TEST_LEAN_IMAGE_DATA_DIR point at prebuilt ones)
  *   RAMBOOT_BENCH_FIRMWARE=bios,uefi firmware (default both)
+ *   RAMBOOT_BENCH_KERNEL_ARGS="..."  also boot each current flavour with these kernel arguments
  * Writes each boot's systemd-analyze output to bench/out/boot-<label>-<firmware>-<n>.txt.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -18,7 +19,7 @@ import { BenchScope } from './scope.js';
 import { median, progress } from './lib.js';
 import { measurePxeBoot, type Firmware, type PxeBootTimes } from './boot-pxe.js';
 
-interface Candidate { label: string; imageDir: string }
+interface Candidate { label: string; imageDir: string; kernelArgs?: string }
 interface Row { c: Candidate; fw: Firmware; runs: PxeBootTimes[]; loads: number[]; failures: string[] }
 
 const GOAL: Record<Firmware, number> = { bios: 20, uefi: 25 };
@@ -36,6 +37,9 @@ async function candidates(): Promise<Candidate[]> {
     progress(`image: ${flavour} (built if not cached)`);
     const img = await builtImage({ flavour });
     cands.push({ label: `current ${flavour}`, imageDir: img.imageDir });
+    // The same image with extra kernel arguments (the machine's kernelArgs), e.g. to measure a flag.
+    const extra = process.env['RAMBOOT_BENCH_KERNEL_ARGS'];
+    if (extra) cands.push({ label: `current ${flavour} + ${extra}`, imageDir: img.imageDir, kernelArgs: extra });
   }
   return cands;
 }
@@ -64,6 +68,7 @@ export async function runBootBench(): Promise<string> {
         const r = await measurePxeBoot(scope, {
           name: `bb${k}-${i}`, imageDir: row.c.imageDir, work, firmware: row.fw,
           mac: `52:54:00:b0:0${k % 10}:${(10 + i).toString(16).padStart(2, '0')}`, memoryMiB: 1024,
+          kernelArgs: row.c.kernelArgs,
         });
         row.runs.push(r.times);
         row.loads.push(load);
