@@ -137,6 +137,9 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(unit, /^Before=.*\bcloud-init\.service\b/m, 'before cloud-init, which keeps them (ssh_deletekeys: false)');
     t.match(unit, /^DefaultDependencies=no$/m, 'early: not after sysinit.target');
     t.notMatch(unit, /^After=.*cloud-init/m);
+    t.notMatch(unit, /^After=/m, 'waits for nothing (the root is writable from the start)');
+    t.match(unit, /^ConditionPathExists=\|!\/etc\/ssh\/ssh_host_ed25519_key$/m, 'skipped when /init made the keys');
+    t.match(unit, /^ConditionPathExists=\|!\/etc\/ssh\/ssh_host_ecdsa_key$/m);
     t.match(unit, /^ExecStart=\/usr\/local\/sbin\/ramboot-ssh-hostkeys$/m);
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-ssh-hostkeys.service'), '/etc/systemd/system/ramboot-ssh-hostkeys.service');
     t.equal(linkOf(root, 'etc/systemd/system/ssh.service.wants/ramboot-ssh-hostkeys.service'), '/etc/systemd/system/ramboot-ssh-hostkeys.service');
@@ -149,6 +152,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(dropIn, /^After=.*\bramboot-ssh-hostkeys\.service\b/m);
     t.match(dropIn, /^Wants=ramboot-ssh-hostkeys\.service$/m);
     t.match(dropIn, /^Conflicts=shutdown\.target$/m, 'still stopped at shutdown');
+    t.notMatch(dropIn, /local-fs/, 'not after local-fs.target');
     t.notMatch(dropIn, /ramboot-nocloud|cloud-init|sysinit/, 'authorized_keys are read at login: no wait for the seed');
     t.match(dropIn, /^\[Service\]\n(#.*\n)*ExecStartPre=$/m, 'no separate sshd -t start');
     t.notMatch(dropIn, /tmpfiles/, 'no wait for systemd-tmpfiles-setup (RuntimeDirectory makes /run/sshd)');
@@ -158,11 +162,12 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(unit, /^RuntimeDirectory=sshd$/m, 'the rest kept');
   });
 
-  t.test('root\'s keys from the seed as soon as networkd runs, in the cloud flavour too', async (t) => {
+  t.test('root\'s keys from the seed as soon as there is an address, in the cloud flavour too', async (t) => {
     const unit = read(root, 'etc/systemd/system/ramboot-nocloud.service');
     t.match(unit, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-nocloud keys$/m);
     t.match(unit, /^DefaultDependencies=no$/m);
-    t.match(unit, /^After=systemd-networkd\.service\b/m, 'after networkd, not network-online (IPv6 DAD)');
+    t.match(unit, /^Wants=systemd-networkd\.service$/m, 'networkd started with it');
+    t.notMatch(unit, /^After=.*systemd-networkd\.service/m, 'not ordered after networkd: /init\'s early network may have an address already');
     t.notMatch(unit, /network-online|wait-online/);
     t.match(unit, /^Before=ramboot-report-sshd\.service\b/m, 'sshd.ready is reported once the keys are in place');
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
@@ -208,6 +213,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     const match = net.slice(net.indexOf('[Match]'), net.indexOf('[Network]'));
     t.match(match, /^Type=ether$/m);
     t.notMatch(match, /^(Name|MACAddress)=/m, 'not tied to a name or MAC');
+    t.match(net, /^KeepConfiguration=static$/m, 'keeps the lease /init put on the boot NIC while its own DHCP takes over');
     t.match(net, /^DHCP=yes$/m);
     t.match(net, /\[DHCPv4\]\nClientIdentifier=mac$/m);
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/systemd-networkd.service'), '/lib/systemd/system/systemd-networkd.service');
@@ -274,6 +280,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
     t.match(hosts, /^ff02::1\tip6-allnodes$/m, 'other lines kept');
     t.match(read(root, 'etc/systemd/system/ramboot-hostname.service'), /^Before=.*systemd-networkd\.service/m);
+    t.match(read(root, 'etc/systemd/system/ramboot-hostname.service'), /^ConditionHost=ramboot$/m, 'only while the placeholder name is set (/init usually sets the fallback)');
     t.notMatch(read(root, 'etc/systemd/system/ramboot-hostname.service'), /udev/, 'networkd does not wait for udev\'s coldplug through it (BOOTIF= names the MAC)');
     t.equal(linkOf(root, 'etc/systemd/system/sysinit.target.wants/ramboot-hostname.service'), '/etc/systemd/system/ramboot-hostname.service');
   });

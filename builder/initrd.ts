@@ -7,11 +7,15 @@ import { runOk } from '../common/run.js';
 
 /** The initrd's /init, shipped in boot-assets. */
 export const INIT_SCRIPT = assetPath('initrd', 'init');
+/** udhcpc's event script for /init's early network, shipped in boot-assets. */
+export const DHCP_EVENT_SCRIPT = assetPath('initrd', 'dhcp-event');
 
 /** busybox applets /init uses (symlinks to /bin/busybox). */
 const APPLETS = [
   'sh', 'mount', 'umount', 'sed', 'stat', 'cat', 'grep', 'insmod', 'mkdir', 'cp', 'rm', 'sleep',
   'sha256sum', 'cut', 'switch_root', 'losetup', 'ls', 'dmesg', 'echo',
+  // early network: the NIC's driver by the root's modprobe, its DHCP lease
+  'chroot', 'tr', 'ip', 'udhcpc',
 ];
 
 /** RAM the kernel keeps out of MemTotal (measured 53 MiB; rounded up). */
@@ -126,6 +130,7 @@ export async function assembleInitrd(inp: InitrdInputs): Promise<InitrdResult> {
     { type: 'dir', path: 'etc', mode: 0o755 },
     { type: 'data', path: 'etc/ramboot.conf', mode: 0o644, data: conf },
     { type: 'data', path: 'init', mode: 0o755, data: await readFile(inp.initScript ?? INIT_SCRIPT) },
+    { type: 'data', path: 'bin/dhcp-event', mode: 0o755, data: await readFile(DHCP_EVENT_SCRIPT) },
     { type: 'dir', path: 'modules', mode: 0o755 },
     ...inp.modules.map((m): CpioEntry => ({ type: 'file', path: `modules/${m.name}`, mode: 0o644, source: m.source })),
     { type: 'dir', path: 'newroot', mode: 0o755 },
