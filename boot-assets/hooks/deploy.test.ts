@@ -463,6 +463,27 @@ t.test('deploys against a fake ramboot server (a file stands for the disk)', asy
     }
   });
 
+  t.test('a compressed image whose download could not be hashed fails verify (the check is never skipped)', async (t) => {
+    const dir = tempDir(t, 'deploy-nohash');
+    const raw = join(dir, 'disk.img');
+    writeFileSync(raw, image);
+    spawnSync('zstd', ['-q', '-k', raw], { env: { PATH } });
+    const data = readFileSync(`${raw}.zst`);
+    srv.artifacts.set('nohash.zst', data);
+    // A sha256sum that dies without a digest, first on the agent's PATH.
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'sha256sum'), '#!/bin/sh\ncat >/dev/null\nexit 1\n', { mode: 0o755 });
+    srv.statuses.length = 0;
+    srv.deploy = deployOf({ after: 'stay', grow: false }, { url: `${srv.seed}artifacts/nohash.zst`, sha256: sha256(data), size: data.length, format: 'zstd' });
+    const m = machine(t, srv, 16);
+    const r = await runAgent(m, { PATH: `${bin}:${PATH}` });
+    t.equal(r.code, 1, 'exit 1');
+    const last = srv.statuses[srv.statuses.length - 1];
+    t.equal(`${last?.state} ${last?.stage}: ${last?.message}`, 'failed verify: no sha256 of the download (the hashing process failed)');
+    t.notOk(existsSync(m.powerLog), 'no reboot');
+  });
+
   t.test('no deploy (204); success not acknowledged (409) -> no reboot; a second run starts over', async (t) => {
     srv.statuses.length = 0;
     srv.deploy = undefined;
