@@ -15,7 +15,7 @@ const APPLETS = [
   'sh', 'mount', 'umount', 'sed', 'stat', 'cat', 'grep', 'insmod', 'mkdir', 'cp', 'rm', 'sleep',
   'sha256sum', 'cut', 'switch_root', 'losetup', 'ls', 'dmesg', 'echo',
   // early network: the NIC's driver by the root's modprobe, its DHCP lease
-  'chroot', 'tr', 'ip', 'udhcpc',
+  'chroot', 'tr', 'ip', 'udhcpc', 'kill',
 ];
 
 /** RAM the kernel keeps out of MemTotal (measured 53 MiB; rounded up). */
