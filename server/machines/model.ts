@@ -156,7 +156,10 @@ export const machineStatusSchema = z.object({
   ip: z.string().refine((v) => isIP(v) !== 0, 'status.ip must be an IP address').optional(),
   reportedHostname: hostname.optional(),
   hostKeys: z.array(z.string()).default([]),
-  /** Boot sessions whose phone-home was accepted (newest last, bounded). */
+  /**
+   * Boot sessions whose phone-home was accepted (newest last, bounded): "<id>~<expiry, unix
+   * seconds>" (records from before the expiry was kept: "<id>").
+   */
   usedSessions: z.array(z.string()).default([]),
   /**
    * Expiry of the newest session whose phone-home was accepted. Sessions expire in mint order, so a
@@ -189,6 +192,26 @@ export type MachineRecord = z.infer<typeof machineRecordSchema>;
 
 /** Whether a boot session has phoned home already (or is older than one that has): it may not again. */
 export function isSessionUsed(status: MachineStatus, session: { id: string; expiresAt: Date }): boolean {
-  if (status.usedSessions.includes(session.id)) return true;
+  if (status.usedSessions.some((e) => e === session.id || e.startsWith(`${session.id}~`))) return true;
   return status.sessionsUsedUntil !== undefined && session.expiresAt.getTime() < Date.parse(status.sessionsUsedUntil);
+}
+
+/**
+ * usedSessions after `session` phoned home: the newest `keep` entries, plus every entry that
+ * expires in the same second as the newest used session. Those are told from a new session of that
+ * second by their id alone (expiries have a one-second grain), so they may not be dropped; all
+ * others expire strictly before sessionsUsedUntil and stay refused by it. The exception is bounded by
+ * how many sessions one machine can be given in one second.
+ */
+export function recordUsedSession(status: MachineStatus, session: { id: string; expiresAt: Date }, keep: number): { usedSessions: string[]; sessionsUsedUntil: string } {
+  const sec = (ms: number): number => Math.floor(ms / 1000);
+  const prev = status.sessionsUsedUntil !== undefined ? Date.parse(status.sessionsUsedUntil) : 0;
+  const until = Math.max(prev, session.expiresAt.getTime());
+  const all = [...status.usedSessions, `${session.id}~${sec(session.expiresAt.getTime())}`];
+  const newestSecond = (e: string): boolean => {
+    const m = /~(\d{1,12})$/.exec(e);
+    return m !== null && Number(m[1]) >= sec(until);
+  };
+  const usedSessions = all.filter((e, i) => i >= all.length - keep || newestSecond(e));
+  return { usedSessions, sessionsUsedUntil: new Date(until).toISOString() };
 }

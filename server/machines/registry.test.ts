@@ -83,3 +83,20 @@ t.test('deleting an unknown machine: 404, nothing else touched', async (t) => {
   const { registry } = setup();
   await t.rejects(registry.remove(mac), { name: 'RegistryError', kind: 'not-found', message: /is not registered/ });
 });
+
+t.test('a session phones home once in its whole lifetime, even when 70 newer ones were minted in the same second', async (t) => {
+  const { registry } = setup();
+  await registry.put(mac, spec, false);
+  // Expiries have a one-second grain: every session here expires in the same second.
+  const expiresAt = new Date(Math.floor(Date.now() / 1000 + 3600) * 1000);
+  const report = (sessionId: string) => ({ sessionId, sessionExpiresAt: expiresAt, hostKeys: [] });
+  t.equal(await registry.phoneHome(mac, report('first-session-000000')), 'accepted');
+  for (let i = 0; i < 70; i++) t.equal(await registry.phoneHome(mac, report(`newer-session-${String(i).padStart(6, '0')}`)), 'accepted');
+  t.equal(await registry.phoneHome(mac, report('first-session-000000')), 'duplicate', 'dropped from the bounded list, still refused');
+  t.equal(await registry.phoneHome(mac, report('newer-session-000069')), 'duplicate', 'one still in the list is refused');
+  const later = { sessionId: 'a-later-session-00000', sessionExpiresAt: new Date(expiresAt.getTime() + 1000), hostKeys: [] };
+  t.equal(await registry.phoneHome(mac, later), 'accepted', 'a session minted a second later is new');
+  const status = (await registry.get(mac))?.status;
+  t.equal(status?.usedSessions.length, 64, 'bounded again once a later second was used');
+  t.equal(await registry.phoneHome(mac, report('first-session-000000')), 'duplicate', 'the first one still refused (older than the newest used)');
+});

@@ -7,7 +7,7 @@ import type { BrokenRecord, MachineStore } from '../store/store.js';
 import { EventBudget } from '../events/rate-limit.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { notRegistered, RegistryError } from './errors.js';
-import { isSessionUsed, machineRecordSchema, newDeployId, type DeploySpec, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
+import { isSessionUsed, recordUsedSession, machineRecordSchema, newDeployId, type DeploySpec, type MachinePatch, type MachineRecord, type MachineSpec } from './model.js';
 
 /** Session ids remembered per machine (for sessions that expire in the same second as the newest used one). */
 const USED_SESSIONS_KEPT = 64;
@@ -339,7 +339,6 @@ export class Registry {
         outcome = 'duplicate';
         return undefined;
       }
-      const until = cur.status.sessionsUsedUntil ? Date.parse(cur.status.sessionsUsedUntil) : 0;
       outcome = 'accepted';
       // with a deploy assigned, the deploy's success flips once to local, not the OS being up
       flipped = cur.boot === 'once' && !cur.deploy;
@@ -350,8 +349,7 @@ export class Registry {
         ip: report.ip,
         reportedHostname: report.hostname,
         hostKeys: report.hostKeys,
-        usedSessions: [...cur.status.usedSessions, report.sessionId].slice(-USED_SESSIONS_KEPT),
-        sessionsUsedUntil: new Date(Math.max(until, report.sessionExpiresAt.getTime())).toISOString(),
+        ...recordUsedSession(cur.status, { id: report.sessionId, expiresAt: report.sessionExpiresAt }, USED_SESSIONS_KEPT),
       });
     });
     if (outcome === 'accepted') {
