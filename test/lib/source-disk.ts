@@ -247,7 +247,6 @@ async function load(dir: string): Promise<SourceDisk> {
   };
 }
 
-
 async function obtain(cacheDir: string, key: string, progress: (l: string) => void): Promise<SourceDisk> {
   const final = join(cacheDir, key);
   if (existsSync(join(final, 'info.json'))) return load(final);
