@@ -30,7 +30,7 @@ export interface PxeBootTimes {
   initEnd: number;
   /** Guest: systemd's userspace start (systemd-analyze), on the host's clock. */
   systemd: number;
-  /** Guest: ssh.service active (listening), on the host's clock. */
+  /** sshd listening: /init's console line (early SSH), else ssh.service active, on the host's clock. */
   sshd: number;
   /** Server timeline: host-keys.reported (known_hosts is served from then on). */
   hostKeys: number;
@@ -90,6 +90,9 @@ export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: s
   let initEnd = NaN;
   void vm.waitFor(/ramboot: \/init/, { timeoutMs: 600_000, fromStart: true }).then(() => { initStart = at(Date.now()); }, () => undefined);
   void vm.waitFor(/ramboot: root in RAM/, { timeoutMs: 600_000, fromStart: true }).then(() => { initEnd = at(Date.now()); }, () => undefined);
+  // Early SSH: /init starts sshd itself (images since the early-SSH change), before systemd.
+  let sshdEarly = NaN;
+  void vm.waitFor(/ramboot: sshd up/, { timeoutMs: 600_000, fromStart: true }).then(() => { sshdEarly = at(Date.now()); }, () => undefined);
 
   // The admin: known_hosts from the API as soon as it has a key, then a verified login.
   const knownHosts = join(o.work, 'known_hosts');
@@ -151,7 +154,7 @@ export async function measurePxeBoot(t: Teardown, o: { name: string; imageDir: s
     initStart,
     initEnd,
     systemd: onHost(kernelS),
-    sshd: onHost(mono.get('ssh.service')),
+    sshd: Number.isFinite(sshdEarly) ? sshdEarly : onHost(mono.get('ssh.service')),
     hostKeys: evAt('host-keys.reported'),
     verifiedSsh: verifiedAt,
   };

@@ -156,6 +156,11 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.notMatch(dropIn, /ramboot-nocloud|cloud-init|sysinit/, 'authorized_keys are read at login: no wait for the seed');
     t.match(dropIn, /^\[Service\]\n(#.*\n)*ExecStartPre=$/m, 'no separate sshd -t start');
     t.notMatch(dropIn, /tmpfiles/, 'no wait for systemd-tmpfiles-setup (RuntimeDirectory makes /run/sshd)');
+    t.match(dropIn, /^Type=forking$/m, 'sshd forks: /init\'s early sshd can be adopted');
+    t.match(dropIn, /^PIDFile=\/run\/sshd\.pid$/m);
+    t.match(dropIn, /^ExecStart=\nExecStart=\/usr\/local\/lib\/ramboot\/ramboot-sshd$/m, 'ramboot-sshd adopts or starts sshd');
+    t.equal(statSync(join(root, 'usr/local/lib/ramboot/ramboot-sshd')).mode & 0o777, 0o755);
+    t.match(read(root, 'etc/ssh/sshd_config.d/00-ramboot.conf'), /^PidFile \/run\/sshd\.pid$/m, 'sshd writes the pid file the unit reads');
     const unit = read(root, 'etc/systemd/system/ssh.service');
     t.match(unit, /^After=auditd\.service$/m, 'the packaged unit, copied without After=network.target');
     t.notMatch(unit, /^After=.*network\.target/m);
@@ -170,6 +175,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.notMatch(unit, /^After=.*systemd-networkd\.service/m, 'not ordered after networkd: /init\'s early network may have an address already');
     t.notMatch(unit, /network-online|wait-online/);
     t.match(unit, /^Before=ramboot-report-sshd\.service\b/m, 'sshd.ready is reported once the keys are in place');
+    t.match(unit, /^ConditionPathExists=!\/run\/ramboot\/early-seed-keys$/m, 'skipped when /init read the seed');
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-nocloud.service'), '/etc/systemd/system/ramboot-nocloud.service');
     t.notOk(existsSync(join(root, 'etc/systemd/system/ramboot-nocloud-phone-home.service')), 'cloud-init phones home');
     for (const f of ['ramboot-nocloud', 'ramboot-seed-url']) t.equal(statSync(join(root, 'usr/local/lib/ramboot', f)).mode & 0o777, 0o755, f);
@@ -270,6 +276,7 @@ t.test('all hooks against a fake Debian root', async (t) => {
     t.match(keys, /^After=ssh\.service ramboot-nocloud\.service$/m, 'host keys reported once sshd runs and the seed was reachable');
     t.notMatch(keys, /wait-online|network-online|CPUWeight/, 'not behind network-online, normal CPU weight: on the way to the verified login');
     t.match(keys, /^ExecStart=\/usr\/local\/lib\/ramboot\/ramboot-report-hostkeys$/m);
+    t.match(keys, /^ConditionPathExists=!\/run\/ramboot\/early-host-keys$/m, 'skipped when /init reported them');
     t.equal(linkOf(root, 'etc/systemd/system/multi-user.target.wants/ramboot-report-hostkeys.service'), '/etc/systemd/system/ramboot-report-hostkeys.service');
   });
 

@@ -9,7 +9,7 @@ import { freePort } from './lib/free-port.js';
 import { runOk } from '../common/run.js';
 import { builtImage, runBuild, TEST_EPOCH, type BuiltImage } from './lib/built-image.js';
 import { manifestSchema, type ImageManifest } from '../common/manifest.js';
-import { bootAndSsh, sshCommand } from './lib/ssh-boot.js';
+import { bootAndSsh, sshCommand, type SshResult } from './lib/ssh-boot.js';
 import { seedCmdline, startSeedServer } from './lib/seed-server.js';
 
 /**
@@ -179,6 +179,7 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
   const failed = (await ssh('systemctl --failed --no-legend --plain')).stdout.trim();
   t.equal(state.stdout.trim(), 'running', `boot finished, no failed unit: ${failed}`);
   const mono = async (prop: string, unit: string) => Number((await ssh(`systemctl show -P ${prop} ${unit}`)).stdout.trim());
+  await checkEarlySsh(t, r.vm.output(), ssh, kline !== undefined);
   const sshUp = await mono('ActiveEnterTimestampMonotonic', 'ssh.service');
   if (flavour === 'cloud') {
     const cloudInitStart = await mono('InactiveExitTimestampMonotonic', 'cloud-init.service');
@@ -235,4 +236,29 @@ async function bootAndImage(t: Test, flavour: Flavour, image: BuiltImage): Promi
       t.ok(early >= 0 && early < names.indexOf('phone-home.ready'), 'host keys reported before phone-home: known_hosts is served when SSH is up');
     }
   }
+}
+
+/**
+ * Early SSH: /init started the root's sshd before systemd, read the seed's keys and reported the host
+ * keys (console lines); ssh.service adopted that sshd (its main PID), the seed and report units were
+ * skipped by their conditions; a restart of ssh.service gives a sshd that systemd started itself.
+ */
+async function checkEarlySsh(t: Test, console: string, ssh: (cmd: string) => Promise<SshResult>, served: boolean): Promise<void> {
+  const up = /ramboot: sshd up \(pid (\d+)\) at ([\d.]+) s/.exec(console);
+  t.ok(up, `/init started sshd before systemd (console: ${console.split('\n').filter((l) => l.includes('ramboot:')).join(' | ').slice(0, 600)})`);
+  if (!up) return;
+  const show = async (prop: string, unit: string) => (await ssh(`systemctl show -P ${prop} ${unit}`)).stdout.trim();
+  t.equal(await show('MainPID', 'ssh.service'), up[1], 'ssh.service adopted the sshd /init started (its main PID)');
+  t.equal(await show('ActiveState', 'ssh.service'), 'active', 'ssh.service is active');
+  if (served) {
+    t.match(console, /ramboot: root's keys read, host keys reported at/, '/init read the seed and reported the host keys');
+    t.equal(await show('ConditionResult', 'ramboot-nocloud.service'), 'no', 'ramboot-nocloud.service skipped: /init read the seed');
+    t.equal(await show('ConditionResult', 'ramboot-report-hostkeys.service'), 'no', 'ramboot-report-hostkeys.service skipped: /init reported the keys');
+  }
+  const restart = await ssh('systemctl restart ssh.service && systemctl show -P MainPID ssh.service');
+  t.equal(restart.code, 0, `systemctl restart ssh.service works on the adopted sshd: ${restart.stderr}`);
+  const after = restart.stdout.trim();
+  t.ok(/^\d+$/.test(after) && after !== '0' && after !== up[1], `a new sshd, started by systemd (main PID ${after}, was ${up[1]})`);
+  t.equal((await ssh('echo again')).stdout.trim(), 'again', 'a new login works after the restart');
+  t.equal(await show('ActiveState', 'ssh.service'), 'active', 'ssh.service is active after the restart');
 }

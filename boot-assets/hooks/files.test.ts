@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hooksDir } from '../../builder/hooks.js';
 import { requirements } from '../../test/lib/requirements.js';
@@ -364,4 +364,36 @@ t.test('ramboot-nocloud: a seed without keys or hostname in user-data, /etc/host
   t.match(r.stderr, /0 SSH key\(s\) for root/);
   t.equal(readFileSync(kernelHostname, 'utf8'), 'node7\n', 'local-hostname from meta-data, quotes removed');
   t.equal(readFileSync(join(prefix, 'etc/hosts'), 'utf8'), '127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tnode7.lab node7\n', 'the last line kept without its newline, 127.0.1.1 replaced');
+});
+
+t.test('ramboot-sshd: adopts the early sshd once (alive, the same binary), else starts sshd with SSHD_OPTS', async (t) => {
+  const dir = tempDir(t, 'ramboot-sshd');
+  const early = join(dir, 'early-sshd.pid');
+  const sleepExe = realpathSync('/bin/sleep');
+  // a live process standing in for /init's sshd: the check is on its executable
+  const live = spawn(sleepExe, ['60'], { stdio: 'ignore' });
+  t.teardown(() => { live.kill('SIGKILL'); });
+  const run = (env: Record<string, string>) => spawnSync(join(FILES, 'ramboot-sshd'), [], { encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', RAMBOOT_EARLY_SSHD: early, ...env } });
+
+  writeFileSync(early, `${live.pid}\n`);
+  const adopted = run({ RAMBOOT_SSHD: sleepExe, SSHD_OPTS: 'not-run' });
+  t.equal(adopted.status, 0, adopted.stderr);
+  t.match(adopted.stdout, new RegExp(`adopting the sshd started before systemd \\(pid ${live.pid}\\)`));
+  t.notOk(existsSync(early), 'the early pid file is used once: a later restart starts a new sshd');
+
+  // later starts: no early pid file -> exec the binary with SSHD_OPTS
+  const echoExe = realpathSync('/bin/echo');
+  const started = run({ RAMBOOT_SSHD: echoExe, SSHD_OPTS: '-o Port=2222' });
+  t.equal(started.status, 0, started.stderr);
+  t.equal(started.stdout, '-o Port=2222\n', 'sshd started with SSHD_OPTS split into words');
+
+  // a pid that is not that binary (reused, or another program): not adopted
+  writeFileSync(early, `${live.pid}\n`);
+  const other = run({ RAMBOOT_SSHD: echoExe });
+  t.equal(other.stdout, '\n', 'a live process of another binary is not adopted: sshd is started');
+  t.notOk(existsSync(early));
+  // garbage in the pid file: not adopted, no error
+  writeFileSync(early, '1; rm -rf /\n');
+  const bad = run({ RAMBOOT_SSHD: echoExe, SSHD_OPTS: 'fresh' });
+  t.equal(bad.stdout, 'fresh\n', 'a malformed pid file is ignored');
 });
