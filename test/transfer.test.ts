@@ -46,6 +46,16 @@ function assertStory(t: Test, ev: TimelineEvent[], since: number, who: string): 
   t.match(p?.data, { bytes: Number, files: Number }, `${who}: progress events carry bytes and files`);
 }
 
+/** The timeline after `since` as "+SECONDS event message" lines (where a slow run spent its time). */
+function timelineComment(ev: TimelineEvent[], since: number): string {
+  const rest = ev.slice(since);
+  const t0 = Date.parse(rest[0]?.time ?? '');
+  return rest.filter((e) => e.event !== 'transfer.progress').map((e) => {
+    const at = Date.parse(e.time ?? '');
+    return `+${Number.isFinite(at - t0) ? ((at - t0) / 1000).toFixed(1) : '?'} ${e.event} ${e.message}`.slice(0, 160);
+  }).join('\n');
+}
+
 /** Tree listing of TREE_DIRS on `ip`. */
 async function treeList(lab: TransferLab, ip: string, knownHosts: string): Promise<string> {
   return lab.sshOk(ip, `/usr/local/bin/tree-sum ${TREE_DIRS.join(' ')}`, knownHosts);
@@ -193,6 +203,7 @@ async function journey(t: Test): Promise<void> {
     const keys = await lab.sshOk(TARGET_IP, 'cat /root/.ssh/authorized_keys', lab.copiedKnownHosts);
     t.equal(keys.trim(), lab.source.pub, 'authorized_keys on the copy is the source\'s (the one-time key is not in it)');
     const ev = await lab.timeline(TARGET_MAC);
+    t.comment(`target timeline (live):\n${timelineComment(ev, sinceTarget)}`);
     assertStory(t, ev, sinceTarget, 'target');
     const local = names(ev.slice(sinceTarget));
     t.ok(local.indexOf('ipxe.local') > local.lastIndexOf('transfer.succeeded'), 'after the transfer the next PXE boot was told to boot the disk');
@@ -214,7 +225,9 @@ async function journey(t: Test): Promise<void> {
     t.equal(r.code, 0, `cold exit 0 (stderr: ${r.stderr.trim().split('\n').slice(-4).join(' | ')})`);
     t.comment(`cold result ${JSON.stringify(resultOf(r.stdout))}`);
     assertStory(t, await lab.timeline(SOURCE_MAC), sinceS, 'source');
-    assertStory(t, await lab.timeline(TARGET_MAC), sinceT, 'target');
+    const evT = await lab.timeline(TARGET_MAC);
+    t.comment(`target timeline (cold):\n${timelineComment(evT, sinceT)}`);
+    assertStory(t, evT, sinceT, 'target');
     t.notOk(await lab.ssh(SOURCE_IP, 'grep -q " /mnt" /proc/mounts && echo mounted', scold.knownHosts).then((x) => x.stdout.includes('mounted')), 'nothing of the source is left mounted');
     await scold.vm.stop();
     t.equal(await fileSha256(lab.sourceOverlay), before, 'the source disk (its overlay file) is byte-for-byte unchanged');

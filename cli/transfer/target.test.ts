@@ -1,13 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { run } from '../../common/run.js';
-import { findExecutable } from '../../test/lib/requirements.js';
+import { findExecutable, needExecutables } from '../../test/lib/requirements.js';
 import { LocalRemote } from '../../test/lib/transfer/local-remote.js';
 import { gptPlan } from '../../test/lib/transfer/plan-fixture.js';
 import { runSteps } from './steps.js';
-import { applySteps, formatSteps, layoutMismatch, mkfsArgv, mountSteps, parseBlkidSections, partitionSteps, PlanError, validatePlan } from './target.js';
+import { applySteps, formatSteps, layoutMismatch, mkfsArgv, mountSteps, parseBlkidSections, partitionSteps, PlanError, PROBE, validatePlan } from './target.js';
 import type { Inventory, Plan } from './types.js';
 
 t.test('GPT: one sgdisk with every partition, types, names, attributes, kept PARTUUIDs', async (t) => {
@@ -133,4 +134,34 @@ t.test('blkid sections', async (t) => {
   const m = parseBlkidSections('@@sfdisk\n{}\n@@blkid /dev/vda2\nUUID=u2\nTYPE=ext4\n@@blkid /dev/vda3\n@@blkid /dev/vda4\nTYPE=swap\n@@end\n');
   t.same([...m.keys()], ['/dev/vda2', '/dev/vda4']);
   t.equal(m.get('/dev/vda2')!['TYPE'], 'ext4');
+});
+
+t.test('the probe stops a killed run\'s receiving rsync (working in the mount root), nothing else', async (t) => {
+  if (!needExecutables(t, [{ exe: 'rsync', pkg: 'rsync' }])) return;
+  const rsync = findExecutable('rsync') ?? 'rsync';
+  const dir = await mkdtemp(join(tmpdir(), 'ramboot-probe-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const root = join(dir, 'mnt');
+  const elsewhere = join(dir, 'elsewhere');
+  await mkdir(join(root, 'home'), { recursive: true });
+  await mkdir(elsewhere);
+  // a real receiving rsync, as rrsync starts it, waiting for a sender that is gone
+  const start = (cwd: string, cmd: string, args: string[]) => {
+    const p = spawn(cmd, args, { cwd, stdio: ['pipe', 'ignore', 'ignore'] });
+    const exited = new Promise<string>((resolve) => p.on('exit', (code, sig) => resolve(sig ?? String(code))));
+    t.teardown(() => { p.kill('SIGKILL'); });
+    return { p, exited };
+  };
+  const stale = start(join(root, 'home'), rsync, ['--server', '-logDtpre.iLsfxC', '--', '.', '.']);
+  const other = start(elsewhere, rsync, ['--server', '-logDtpre.iLsfxC', '--', '.', '.']);
+  const shell = start(root, 'sleep', ['60']);
+  await new Promise((r) => setTimeout(r, 300)); // let them exec (the probe reads /proc)
+  const r = spawnSync('sh', ['-s', '--', root, join(dir, 'no-such-disk'), '--'], { input: PROBE, encoding: 'utf8', timeout: 60_000 });
+  t.match(r.stderr, new RegExp(`stopped an earlier run's rsync \\(pid ${stale.p.pid}\\)`), 'the stale receiver is named');
+  t.match(await stale.exited, /^(SIGTERM|20)$/, 'the stale receiver is stopped (rsync exits 20 on SIGTERM)');
+  t.match(r.stdout, /@@sfdisk[\s\S]*@@end/, 'then the disk is read');
+  t.equal(other.p.exitCode, null, 'an rsync working elsewhere is left alone');
+  t.equal(other.p.signalCode, null);
+  t.equal(shell.p.exitCode, null, 'another program in the mount root is left alone');
+  t.equal(shell.p.signalCode, null);
 });

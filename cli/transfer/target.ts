@@ -267,10 +267,19 @@ export function parseBlkidSections(out: string): Map<string, Record<string, stri
   return m;
 }
 
-const PROBE = String.raw`
+/** Run on the target before a plan is applied: clears what an earlier run left, then reads the disk. */
+export const PROBE = String.raw`
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH; LC_ALL=C; export LC_ALL
 root=$1 disk=$2; shift 2
-# an earlier run's mounts (chroot binds included); a receiving rsync of a cut copy may hold them a while
+# A killed run's receiving rsync (rrsync's rsync --server, working in $root) holds the mounts until
+# it notices that its sender is gone (a minute and more): stop it first.
+for p in /proc/[0-9]*; do
+  case $(readlink -- "$p/cwd" 2>/dev/null) in "$root" | "$root"/*) ;; *) continue ;; esac
+  case $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) in
+    *rsync\ --server\ *) pid=$(basename -- "$p"); kill -- "$pid" 2>/dev/null && echo "stopped an earlier run's rsync (pid $pid)" >&2 ;;
+  esac
+done
+# an earlier run's mounts (chroot binds included)
 i=0
 while findmnt -rn -- "$root" >/dev/null 2>&1; do
   umount -R -- "$root" 2>/dev/null && break
