@@ -308,6 +308,7 @@ export async function applyPlan(target: Remote, plan: Plan, opts: { source?: Inv
   validatePlan(plan);
   const disk = plan.target.disk.device;
   const r = await execOk(target, ['sh', '-s', '--', MOUNT_ROOT, disk, ...plan.lvm.map((v) => v.name), '--', ...plan.filesystems.map((f) => f.device)], 'reading the target disk', { stdin: PROBE, timeoutMs: 120_000 });
+  for (const l of r.stderr.split('\n')) if (l.startsWith('stopped an earlier run\'s rsync')) opts.log?.(`on the target: ${l}`);
   const sf = /@@sfdisk\n([\s\S]*?)@@blkid|@@sfdisk\n([\s\S]*?)@@end/.exec(r.stdout);
   const why = layoutMismatch(plan, (sf?.[1] ?? sf?.[2] ?? '').trim(), parseBlkidSections(r.stdout));
   if (why === undefined) {
