@@ -3,7 +3,8 @@
  * real server, as in test/deploy.test.ts) with a blank 1 GiB virtio disk, the deploy agent
  * (ramboot-deploy.service, a deploy by URL with its sha256, after: stay) against the same stream run
  * by hand over SSH in the same VM (`curl -sS URL | zstd -d -q | dd ... oflag=direct`, the same dd
- * options as the agent), alternating, N runs each. The image: base64 text of random bytes, zstd -3
+ * options as the agent; and the same with a tee of the download into sha256sum, the one check the
+ * agent must make in the stream), alternating, N runs each. The image: base64 text of random bytes, zstd -3
  * (about 3/4 of its size: the decompressor works), served by busybox httpd in the namespace.
  * The agent's write time is its `write` stage (curl start to dd's fsync), from its journal; its
  * read-back verify is reported on its own. Root only.
@@ -63,6 +64,7 @@ export async function runDeployBench(): Promise<string> {
   const scope = new BenchScope();
   const work = await mkdtemp(join(tmpdir(), 'ramboot-bench-deploy-'));
   const manual: number[] = [];
+  const manualHashed: number[] = [];
   const agent: number[] = [];
   const verify: number[] = [];
   const agentNew: number[] = [];
@@ -115,6 +117,15 @@ export async function runDeployBench(): Promise<string> {
       const [a = NaN, b = NaN] = byHand.stdout.trim().split(' ').map(Number);
       manual.push(b - a);
       progress(`run ${i + 1}: by hand ${(b - a).toFixed(1)} s`);
+      // by hand with the one check the agent cannot leave out: the sha256 of the download (a tee into
+      // sha256sum), the least a verified stream costs on this CPU
+      loads.push(loadavg()[0] ?? 0);
+      const hashed = await ssh(`rm -f /run/bench.fifo; mkfifo /run/bench.fifo; sha256sum </run/bench.fifo >/run/bench.sum & a=$(cut -d ' ' -f 1 /proc/uptime); curl -sS ${url} | tee /run/bench.fifo | zstd -d -q | dd of=${DISK} bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc status=none && wait && b=$(cut -d ' ' -f 1 /proc/uptime) && echo "$a $b $(cut -d ' ' -f 1 /run/bench.sum)"`);
+      const [ha = NaN, hb = NaN] = hashed.stdout.trim().split(' ').map(Number);
+      const sum = hashed.stdout.trim().split(' ')[2] ?? '';
+      if (sum !== img.sha256) throw new Error(`by hand with sha256: the sum ${sum} is not the image's ${img.sha256}`);
+      manualHashed.push(hb - ha);
+      progress(`run ${i + 1}: by hand with sha256 ${(hb - ha).toFixed(1)} s`);
       for (const which of agents) {
         loads.push(loadavg()[0] ?? 0);
         await useAgent(which);
@@ -148,6 +159,7 @@ export async function runDeployBench(): Promise<string> {
       `Load average (1 min) at each run's start: ${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}.`, '',
       '| write stream | all runs (s) | median | MiB/s (raw bytes written) | vs by hand (goal >= 0.9x) |', '|---|---|---|---|---|',
       `| by hand: \`curl -sS URL \\| zstd -d -q \\| dd of=DISK bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc\` | ${fmt(manual)} | ${m.toFixed(1)} s | ${rate(m)} | 1x |`,
+      `| by hand with the download's sha256: \`curl -sS URL \\| tee FIFO \\| zstd -d -q \\| dd ...\`, \`sha256sum <FIFO\` | ${fmt(manualHashed)} | ${med(manualHashed).toFixed(1)} s | ${rate(med(manualHashed))} | ${ratio(manualHashed)} |`,
       `| agent in the image (\`write\` stage: curl start to dd's fsync) | ${fmt(agent)} | ${med(agent).toFixed(1)} s | ${rate(med(agent))} | ${ratio(agent)} |`,
       `| agent ${compareFile ? `from ${compareFile}` : 'in this checkout'} | ${fmt(agentNew)} | ${med(agentNew).toFixed(1)} s | ${rate(med(agentNew))} | ${ratio(agentNew)} |`,
       `| read-back verify, image's agent (not in the ratio) | ${fmt(verify)} | ${med(verify).toFixed(1)} s | ${rate(med(verify))} | |`,
