@@ -33,6 +33,8 @@ const BASE = 'http://10.99.0.1:8080';
 const FILES = 'http://10.99.0.1:8081';
 const MAC = '52:54:00:de:b0:01';
 const DISK = '/dev/disk/by-id/virtio-RBTARGET';
+/** The write end of the pipes run by hand: the agent's dd options. */
+const DD = `dd of=${DISK} bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc status=none`;
 
 async function makeImage(dir: string, mib: number): Promise<{ zst: string; sha256: string; rawBytes: number; zstBytes: number }> {
   const raw = join(dir, 'image.raw');
@@ -100,6 +102,16 @@ export async function runDeployBench(): Promise<string> {
       '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR', `root@${ip}`, cmd], timeoutMs);
     await ssh('systemctl is-system-running --wait >/dev/null || true');
     const url = `${FILES}/image.raw.zst`;
+    /**
+     * Runs `pipe` in the VM between two reads of the guest's uptime (after `setup`): its seconds, and
+     * the output of `report` run after it.
+     */
+    const timedInVm = async (pipe: string, setup = '', report = 'true'): Promise<{ seconds: number; out: string }> => {
+      const r = await ssh(`${setup} a=$(cut -d ' ' -f 1 /proc/uptime); ${pipe} && b=$(cut -d ' ' -f 1 /proc/uptime) && echo "$a $b" && ${report}`);
+      const [times = '', out = ''] = r.stdout.trim().split('\n');
+      const [a = NaN, b = NaN] = times.split(' ').map(Number);
+      return { seconds: b - a, out: out.trim() };
+    };
     // The checkout's agent next to the image's (before/after in the same VM): installed beside it and
     // run by the same unit through a runtime drop-in, removed again for the image's agent.
     const compareFile = process.env['RAMBOOT_BENCH_DEPLOY_COMPARE_AGENT'];
@@ -113,19 +125,17 @@ export async function runDeployBench(): Promise<string> {
     for (let i = 0; i < runs; i++) {
       loads.push(loadavg()[0] ?? 0);
       // by hand: the same stream, the same dd options as the agent
-      const byHand = await ssh(`a=$(cut -d ' ' -f 1 /proc/uptime); curl -sS ${url} | zstd -d -q | dd of=${DISK} bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc status=none && b=$(cut -d ' ' -f 1 /proc/uptime) && echo "$a $b"`);
-      const [a = NaN, b = NaN] = byHand.stdout.trim().split(' ').map(Number);
-      manual.push(b - a);
-      progress(`run ${i + 1}: by hand ${(b - a).toFixed(1)} s`);
+      const plain = await timedInVm(`curl -sS ${url} | zstd -d -q | ${DD}`);
+      manual.push(plain.seconds);
+      progress(`run ${i + 1}: by hand ${plain.seconds.toFixed(1)} s`);
       // by hand with the one check the agent cannot leave out: the sha256 of the download (a tee into
       // sha256sum), the least a verified stream costs on this CPU
       loads.push(loadavg()[0] ?? 0);
-      const hashed = await ssh(`rm -f /run/bench.fifo; mkfifo /run/bench.fifo; sha256sum </run/bench.fifo >/run/bench.sum & a=$(cut -d ' ' -f 1 /proc/uptime); curl -sS ${url} | tee /run/bench.fifo | zstd -d -q | dd of=${DISK} bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc status=none && wait && b=$(cut -d ' ' -f 1 /proc/uptime) && echo "$a $b $(cut -d ' ' -f 1 /run/bench.sum)"`);
-      const [ha = NaN, hb = NaN] = hashed.stdout.trim().split(' ').map(Number);
-      const sum = hashed.stdout.trim().split(' ')[2] ?? '';
-      if (sum !== img.sha256) throw new Error(`by hand with sha256: the sum ${sum} is not the image's ${img.sha256}`);
-      manualHashed.push(hb - ha);
-      progress(`run ${i + 1}: by hand with sha256 ${(hb - ha).toFixed(1)} s`);
+      const hashed = await timedInVm(`curl -sS ${url} | tee /run/bench.fifo | zstd -d -q | ${DD} && wait`,
+        'rm -f /run/bench.fifo; mkfifo /run/bench.fifo; sha256sum </run/bench.fifo >/run/bench.sum &', 'cut -d " " -f 1 /run/bench.sum');
+      if (hashed.out !== img.sha256) throw new Error(`by hand with sha256: the sum ${hashed.out} is not the image's ${img.sha256}`);
+      manualHashed.push(hashed.seconds);
+      progress(`run ${i + 1}: by hand with sha256 ${hashed.seconds.toFixed(1)} s`);
       for (const which of agents) {
         loads.push(loadavg()[0] ?? 0);
         await useAgent(which);
